@@ -1,0 +1,247 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv } from 'ajv';
+import { EdgeError, ErrorCodes } from './errors.js';
+
+/** Execution providers the daemon knows how to ask onnxruntime for, best first. */
+export const EXECUTION_PROVIDERS = ['tensorrt', 'cuda', 'cpu'] as const;
+export type ExecutionProvider = (typeof EXECUTION_PROVIDERS)[number];
+
+/** The bundled default model (a hand-built ONNX graph, see scripts/make-default-model.ts). */
+export const DEFAULT_MODEL_PATH = fileURLToPath(new URL('../models/default/model.onnx', import.meta.url));
+
+/** Scoring settings; also the shape of the twin's desired `scoring` block (DESIGN.md §4). */
+export interface ScoringSettings {
+  executionProviders: ExecutionProvider[];
+  maxBatchSize: number;
+  maxBatchDelayMs: number;
+  workers: number;
+  maxQueue: number;
+  /** onnxruntime intra-op threads per worker; 0 lets onnxruntime pick (one per core). */
+  intraOpThreads: number;
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  modelPath: string;
+  dataDir: string;
+  apiToken: string | undefined;
+  bodyLimitBytes: number;
+  maxFramePixels: number;
+  scoring: ScoringSettings;
+  warmupRuns: number;
+  shutdownTimeoutMs: number;
+  requestTimeoutMs: number;
+}
+
+interface Field {
+  env: string;
+  /** What it is, its unit and range, for the README's configuration reference. */
+  doc: string;
+  schema: Record<string, unknown>;
+  default: string | undefined;
+  parse?: (raw: string) => unknown;
+  secret?: boolean;
+}
+
+const list = (raw: string): string[] =>
+  raw
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+
+/**
+ * Every environment variable the daemon reads. The README's configuration table is generated from
+ * this list (`npm run docs:config`) and a test keeps the two in sync.
+ */
+export const FIELDS = {
+  host: {
+    env: 'HOST',
+    doc: 'Address the HTTP server binds. Loopback by default; the container sets 0.0.0.0 and the deployment publishes the port on the host loopback only.',
+    schema: { type: 'string', minLength: 1 },
+    default: '127.0.0.1',
+  },
+  port: {
+    env: 'PORT',
+    doc: 'HTTP port (0 picks a free port).',
+    schema: { type: 'integer', minimum: 0, maximum: 65535 },
+    default: '8080',
+    parse: Number,
+  },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    doc: 'pino log level.',
+    schema: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    default: 'info',
+  },
+  modelPath: {
+    env: 'MODEL_PATH',
+    doc: 'Local .onnx served at start-up, with its model.json beside it. Defaults to the bundled demo model.',
+    schema: { type: 'string', minLength: 1 },
+    default: undefined,
+  },
+  dataDir: {
+    env: 'DATA_DIR',
+    doc: 'Directory for the model cache and spilled telemetry.',
+    schema: { type: 'string', minLength: 1 },
+    default: '.data',
+  },
+  apiToken: {
+    env: 'API_TOKEN',
+    doc: 'When set, scoring routes require `Authorization: Bearer <token>` (compared in constant time).',
+    schema: { type: 'string', minLength: 8 },
+    default: undefined,
+    secret: true,
+  },
+  bodyLimitBytes: {
+    env: 'BODY_LIMIT_BYTES',
+    doc: 'Largest accepted request body, bytes (413 above). 1 KiB … 512 MiB.',
+    schema: { type: 'integer', minimum: 1024, maximum: 536870912 },
+    default: String(64 * 1024 * 1024),
+    parse: Number,
+  },
+  maxFramePixels: {
+    env: 'MAX_FRAME_PIXELS',
+    doc: 'Largest decoded frame, width × height pixels (413 above; guards against decompression bombs).',
+    schema: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
+    default: String(100_000_000),
+    parse: Number,
+  },
+  executionProviders: {
+    env: 'EXECUTION_PROVIDERS',
+    doc: 'onnxruntime execution providers tried in order (`tensorrt`, `cuda`, `cpu`); the first that loads serves, CPU is always the last resort.',
+    schema: {
+      type: 'array',
+      minItems: 1,
+      uniqueItems: true,
+      items: { enum: [...EXECUTION_PROVIDERS] },
+    },
+    default: 'tensorrt,cuda,cpu',
+    parse: list,
+  },
+  maxBatchSize: {
+    env: 'MAX_BATCH_SIZE',
+    doc: 'Most frames one inference call takes when the model batch dimension is dynamic. 1 … 256.',
+    schema: { type: 'integer', minimum: 1, maximum: 256 },
+    default: '8',
+    parse: Number,
+  },
+  maxBatchDelayMs: {
+    env: 'MAX_BATCH_DELAY_MS',
+    doc: 'How long, ms, an idle worker waits for a batch to fill before running what it has. 0 … 1000.',
+    schema: { type: 'number', minimum: 0, maximum: 1000 },
+    default: '2',
+    parse: Number,
+  },
+  workers: {
+    env: 'WORKERS',
+    doc: 'Inference worker threads, each with its own onnxruntime session. 1 … 64.',
+    schema: { type: 'integer', minimum: 1, maximum: 64 },
+    default: '1',
+    parse: Number,
+  },
+  maxQueue: {
+    env: 'MAX_QUEUE',
+    doc: 'Frames admitted but not yet dispatched to a worker; above this new frames get 429. 1 … 100000.',
+    schema: { type: 'integer', minimum: 1, maximum: 100000 },
+    default: '64',
+    parse: Number,
+  },
+  intraOpThreads: {
+    env: 'INTRA_OP_THREADS',
+    doc: 'onnxruntime intra-op threads per worker; 0 = onnxruntime default (one per core). 0 … 256.',
+    schema: { type: 'integer', minimum: 0, maximum: 256 },
+    default: '0',
+    parse: Number,
+  },
+  warmupRuns: {
+    env: 'WARMUP_RUNS',
+    doc: 'Inference runs on a blank frame before a model is declared ready. 1 … 100.',
+    schema: { type: 'integer', minimum: 1, maximum: 100 },
+    default: '2',
+    parse: Number,
+  },
+  shutdownTimeoutMs: {
+    env: 'SHUTDOWN_TIMEOUT_MS',
+    doc: 'Deadline, ms, for a graceful stop after SIGTERM; then the process exits regardless.',
+    schema: { type: 'integer', minimum: 100, maximum: 600000 },
+    default: '25000',
+    parse: Number,
+  },
+  requestTimeoutMs: {
+    env: 'REQUEST_TIMEOUT_MS',
+    doc: 'Deadline, ms, for receiving a whole request (slow senders are cut off with 408).',
+    schema: { type: 'integer', minimum: 1000, maximum: 600000 },
+    default: '30000',
+    parse: Number,
+  },
+} satisfies Record<string, Field>;
+
+type FieldKey = keyof typeof FIELDS;
+
+const ajv = new Ajv({ allErrors: true, strict: false });
+
+/**
+ * Reads the environment, validates every value against its schema and returns a frozen config.
+ * Throws CONFIG_INVALID naming the variable and what it accepts.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const values: Partial<Record<FieldKey, unknown>> = {};
+  const problems: string[] = [];
+  for (const [key, f] of Object.entries(FIELDS) as [FieldKey, Field][]) {
+    const raw = env[f.env] === '' ? undefined : (env[f.env] ?? f.default);
+    if (raw === undefined) continue;
+    const value = f.parse ? f.parse(raw.trim()) : raw;
+    const validate = ajv.compile(f.schema);
+    if (!validate(value)) {
+      const shown = f.secret ? '(redacted)' : JSON.stringify(raw);
+      problems.push(`${f.env}=${shown} is invalid: accepts ${describeSchema(f.schema)}`);
+      continue;
+    }
+    values[key] = value;
+  }
+  if (problems.length > 0) {
+    throw new EdgeError(ErrorCodes.CONFIG_INVALID, problems.join('; '), { variables: problems.length });
+  }
+  const v = values as Record<FieldKey, never>;
+  const config: Config = {
+    host: v.host,
+    port: v.port,
+    logLevel: v.logLevel,
+    modelPath: path.resolve((values.modelPath as string | undefined) ?? DEFAULT_MODEL_PATH),
+    dataDir: path.resolve(v.dataDir),
+    apiToken: values.apiToken as string | undefined,
+    bodyLimitBytes: v.bodyLimitBytes,
+    maxFramePixels: v.maxFramePixels,
+    scoring: Object.freeze({
+      executionProviders: v.executionProviders,
+      maxBatchSize: v.maxBatchSize,
+      maxBatchDelayMs: v.maxBatchDelayMs,
+      workers: v.workers,
+      maxQueue: v.maxQueue,
+      intraOpThreads: v.intraOpThreads,
+    }),
+    warmupRuns: v.warmupRuns,
+    shutdownTimeoutMs: v.shutdownTimeoutMs,
+    requestTimeoutMs: v.requestTimeoutMs,
+  };
+  return Object.freeze(config);
+}
+
+export function describeSchema(schema: Record<string, unknown>): string {
+  if (Array.isArray(schema.enum)) return `one of ${schema.enum.join(', ')}`;
+  if (schema.type === 'array') {
+    const items = schema.items as Record<string, unknown>;
+    return `a comma-separated list of ${describeSchema(items)}`;
+  }
+  if (schema.type === 'integer' || schema.type === 'number') {
+    const kind = schema.type === 'integer' ? 'an integer' : 'a number';
+    return `${kind} from ${String(schema.minimum)} to ${String(schema.maximum)}`;
+  }
+  if (typeof schema.minLength === 'number' && schema.minLength > 1) {
+    return `a string of at least ${schema.minLength} characters`;
+  }
+  return 'a non-empty string';
+}

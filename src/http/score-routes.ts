@@ -1,0 +1,151 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import { EdgeError, ErrorCodes } from '../errors.js';
+import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
+import type { FramePrediction } from '../scoring/postprocess.js';
+import {
+  ACCEPTED_MEDIA_TYPES,
+  RAW_FORMATS,
+  type AcceptedMediaType,
+  type FrameInput,
+  type RawFormat,
+} from '../scoring/preprocess.js';
+import { bearerGuard } from './auth.js';
+
+export interface ScoreRouteOptions {
+  engine: ScoringEngine;
+  apiToken: string | undefined;
+  bodyLimitBytes: number;
+}
+
+const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+const MAX_RAW_SIDE = 65535;
+
+function header(request: FastifyRequest, name: string): string | undefined {
+  const v = request.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function optionalId(request: FastifyRequest, name: string): string | undefined {
+  const v = header(request, name);
+  if (v === undefined) return undefined;
+  if (!ID_PATTERN.test(v)) {
+    throw new EdgeError(ErrorCodes.BAD_REQUEST, `${name} must be 1–128 printable ASCII characters`);
+  }
+  return v;
+}
+
+function rawDimension(request: FastifyRequest, name: string): number {
+  const v = header(request, name);
+  const n = v !== undefined && /^\d{1,5}$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 1 && n <= MAX_RAW_SIDE)) {
+    throw new EdgeError(
+      ErrorCodes.RAW_HEADERS_INVALID,
+      `${name} must be an integer from 1 to ${MAX_RAW_SIDE}`,
+    );
+  }
+  return n;
+}
+
+/** Turns the request into a frame, checking media type and raw headers; nothing is decoded here. */
+function frameFrom(request: FastifyRequest): FrameInput {
+  const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (!(ACCEPTED_MEDIA_TYPES as readonly string[]).includes(mediaType) || !Buffer.isBuffer(request.body)) {
+    throw new EdgeError(
+      ErrorCodes.UNSUPPORTED_MEDIA_TYPE,
+      `Content-Type ${mediaType || '(none)'} is not accepted; send one of ${ACCEPTED_MEDIA_TYPES.join(', ')}`,
+    );
+  }
+  const frame: FrameInput = { body: request.body, mediaType: mediaType as AcceptedMediaType };
+  if (mediaType === 'application/octet-stream') {
+    const format = header(request, 'x-frame-format')?.toLowerCase();
+    if (!format || !(format in RAW_FORMATS)) {
+      throw new EdgeError(ErrorCodes.RAW_HEADERS_INVALID, 'X-Frame-Format must be mono8, rgb8 or bgr8');
+    }
+    frame.raw = {
+      format: format as RawFormat,
+      width: rawDimension(request, 'x-frame-width'),
+      height: rawDimension(request, 'x-frame-height'),
+    };
+  }
+  return frame;
+}
+
+const round = (ms: number): number => Math.round(ms * 1000) / 1000;
+
+function v1Answer(frameId: string, cameraId: string | null, outcome: ScoreOutcome, totalMs: number): object {
+  const p: FramePrediction = outcome.prediction;
+  return {
+    frameId,
+    cameraId,
+    model: outcome.model,
+    task: outcome.task,
+    defect: p.defect,
+    ...(p.classification ? { classification: p.classification } : {}),
+    ...(p.detections ? { detections: p.detections } : {}),
+    ...(p.raw ? { raw: p.raw } : {}),
+    timing: {
+      queueMs: round(outcome.timing.queueMs),
+      preprocessMs: round(outcome.timing.preprocessMs),
+      inferenceMs: round(outcome.timing.inferenceMs),
+      postprocessMs: round(outcome.timing.postprocessMs),
+      totalMs: round(totalMs),
+      batchSize: outcome.batchSize,
+    },
+  };
+}
+
+/** The Azure Video Analyzer HTTP-extension answer: classification tags and entities with 0..1 boxes. */
+export function avaAnswer(p: FramePrediction, frame: { width: number; height: number }): object {
+  const inferences: object[] = [];
+  for (const c of p.classification ?? []) {
+    inferences.push({
+      type: 'classification',
+      classification: { tag: { value: c.label, confidence: c.score } },
+    });
+  }
+  for (const d of p.detections ?? []) {
+    const r = (v: number): number => Math.round(v * 1e6) / 1e6;
+    inferences.push({
+      type: 'entity',
+      entity: {
+        tag: { value: d.label, confidence: d.score },
+        box: {
+          l: r(d.box.x / frame.width),
+          t: r(d.box.y / frame.height),
+          w: r(d.box.width / frame.width),
+          h: r(d.box.height / frame.height),
+        },
+      },
+    });
+  }
+  return { inferences };
+}
+
+/** POST /v1/score and the AVA-compatible POST /score. */
+export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, opts) => {
+  const { engine } = opts;
+  app.addContentTypeParser(
+    ACCEPTED_MEDIA_TYPES as unknown as string[],
+    { parseAs: 'buffer', bodyLimit: opts.bodyLimitBytes },
+    (_request, body, done) => done(null, body),
+  );
+  if (opts.apiToken) app.addHook('onRequest', bearerGuard(opts.apiToken));
+  // Refuse before reading a body the daemon could not score anyway.
+  app.addHook('onRequest', async () => {
+    if (!engine.ready) throw new EdgeError(ErrorCodes.NOT_READY, 'no model is ready');
+  });
+
+  app.post('/v1/score', async (request, reply) => {
+    const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
+    const cameraId = optionalId(request, 'x-camera-id') ?? null;
+    const outcome = await engine.score(frameFrom(request));
+    return reply.send(v1Answer(frameId, cameraId, outcome, reply.elapsedTime));
+  });
+
+  app.post('/score', async (request, reply) => {
+    const outcome = await engine.score(frameFrom(request));
+    const g = outcome.frame;
+    return reply.send(avaAnswer(outcome.prediction, { width: g.frameWidth, height: g.frameHeight }));
+  });
+};

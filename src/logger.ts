@@ -1,0 +1,29 @@
+import { pino, type Logger, type DestinationStream } from 'pino';
+import type { Config } from './config.js';
+
+/** Paths redacted from every log line: tokens, connection strings, SAS signatures. */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'headers.authorization',
+  'authorization',
+  'apiToken',
+  'config.apiToken',
+  'connectionString',
+  '*.connectionString',
+  'sharedAccessSignature',
+  '*.sharedAccessSignature',
+  'url',
+  '*.url',
+];
+
+export function createLogger(config: Pick<Config, 'logLevel'>, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level: config.logLevel,
+      base: { service: 'edge-scorer' },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    destination,
+  );
+}

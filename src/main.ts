@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+import { loadConfig } from './config.js';
+import { createApp } from './app.js';
+import { isEdgeError } from './errors.js';
+import { createLogger } from './logger.js';
+
+/** Process concerns only: configuration errors, signals, exit codes, fatal handlers. */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    const message = isEdgeError(err) ? err.message : String(err);
+    process.stderr.write(`edge-scorer: invalid configuration: ${message}\n`);
+    process.exit(78); // EX_CONFIG
+  }
+  const logger = createLogger(config);
+  const app = createApp(config, logger);
+
+  let signals = 0;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ component: 'main', signal }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    logger.info({ component: 'main', signal }, 'stopping');
+    const deadline = setTimeout(() => {
+      logger.error({ component: 'main', timeoutMs: config.shutdownTimeoutMs }, 'graceful stop timed out');
+      process.exit(1);
+    }, config.shutdownTimeoutMs);
+    deadline.unref();
+    app.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ component: 'main', err }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+  process.on('unhandledRejection', (err) => {
+    logger.fatal({ component: 'main', err }, 'unhandled rejection');
+    process.exit(70);
+  });
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ component: 'main', err }, 'uncaught exception');
+    process.exit(70);
+  });
+
+  try {
+    await app.start();
+  } catch (err) {
+    logger.fatal({ component: 'main', err }, 'start failed');
+    await app.stop();
+    process.exit(1);
+  }
+}
+
+await main();

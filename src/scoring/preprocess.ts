@@ -1,0 +1,246 @@
+import { performance } from 'node:perf_hooks';
+import sharp, { type Metadata, type OutputInfo, type Sharp } from 'sharp';
+import { EdgeError, ErrorCodes } from '../errors.js';
+import { readBmp } from './bmp.js';
+import type { InputSpec } from './manifest.js';
+import { channelsOf } from './manifest.js';
+import { geometryFor, type FrameGeometry } from './postprocess.js';
+
+export const RAW_FORMATS = { mono8: 1, rgb8: 3, bgr8: 3 } as const;
+export type RawFormat = keyof typeof RAW_FORMATS;
+
+/** Media types accepted on the scoring routes; anything else is 415. */
+export const ACCEPTED_MEDIA_TYPES = [
+  'image/jpeg',
+  'image/png',
+  'image/webp',
+  'image/tiff',
+  'image/bmp',
+  'application/octet-stream',
+] as const;
+export type AcceptedMediaType = (typeof ACCEPTED_MEDIA_TYPES)[number];
+
+/** Formats sharp may decode for us; it can also read SVG, GIF, HEIF..., which we refuse. */
+const DECODABLE = new Set(['jpeg', 'png', 'webp', 'tiff']);
+
+export interface RawFrameInfo {
+  format: RawFormat;
+  width: number;
+  height: number;
+}
+
+export interface FrameInput {
+  body: Buffer;
+  mediaType: AcceptedMediaType;
+  /** Required for application/octet-stream. */
+  raw?: RawFrameInfo;
+}
+
+export type InputTensorData = Float32Array | Uint8Array;
+
+export interface PreparedFrame {
+  /** One frame in the model's layout and dtype, without the batch dimension. */
+  data: InputTensorData;
+  geometry: FrameGeometry;
+  preprocessMs: number;
+}
+
+export interface PreprocessLimits {
+  maxPixels: number;
+}
+
+interface Source {
+  image: Sharp;
+  width: number;
+  height: number;
+  /** Channel order of what sharp will output for 3-channel images. */
+  order: 'rgb' | 'bgr';
+}
+
+const tooLarge = (width: number, height: number, maxPixels: number): EdgeError =>
+  new EdgeError(
+    ErrorCodes.FRAME_TOO_LARGE,
+    `frame is ${width}x${height} pixels; the limit is ${maxPixels} pixels`,
+    {
+      width,
+      height,
+      maxPixels,
+    },
+  );
+
+const SHARP_OPTIONS = { failOn: 'warning', sequentialRead: true } as const;
+
+/** Opens the frame with sharp, checking format and size from its header before any decode. */
+async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<Source> {
+  const { body } = frame;
+  if (body.length === 0) throw new EdgeError(ErrorCodes.FRAME_UNDECODABLE, 'the frame body is empty');
+  if (frame.mediaType === 'application/octet-stream') return openRaw(body, frame.raw, limits);
+  if (frame.mediaType === 'image/bmp') {
+    const bmp = readBmp(body, limits.maxPixels);
+    let image = sharp(bmp.data, { raw: { width: bmp.width, height: bmp.height, channels: bmp.channels } });
+    if (bmp.channels === 4) {
+      // The fourth byte is padding, not alpha: drop it before resize would premultiply by it.
+      const rgb = await image.removeAlpha().raw().toBuffer();
+      image = sharp(rgb, { raw: { width: bmp.width, height: bmp.height, channels: 3 } });
+    }
+    if (bmp.bottomUp) image = image.flip();
+    return { image, width: bmp.width, height: bmp.height, order: bmp.order };
+  }
+  let meta: Metadata;
+  try {
+    meta = await sharp(body, SHARP_OPTIONS).metadata();
+  } catch {
+    throw new EdgeError(ErrorCodes.FRAME_UNDECODABLE, `the body is not a decodable ${frame.mediaType} frame`);
+  }
+  if (!DECODABLE.has(meta.format)) {
+    throw new EdgeError(
+      ErrorCodes.UNSUPPORTED_MEDIA_TYPE,
+      `frame content is ${meta.format}, which is not accepted`,
+      {
+        detected: meta.format,
+      },
+    );
+  }
+  const { width, height } = meta;
+  if (!width || !height)
+    throw new EdgeError(ErrorCodes.FRAME_UNDECODABLE, 'the frame header has no dimensions');
+  if (width * height > limits.maxPixels) throw tooLarge(width, height, limits.maxPixels);
+  const image = sharp(body, { ...SHARP_OPTIONS, limitInputPixels: limits.maxPixels });
+  return { image, width, height, order: 'rgb' };
+}
+
+function openRaw(body: Buffer, raw: RawFrameInfo | undefined, limits: PreprocessLimits): Source {
+  if (!raw) {
+    throw new EdgeError(
+      ErrorCodes.RAW_HEADERS_INVALID,
+      'application/octet-stream frames need X-Frame-Format (mono8, rgb8, bgr8), X-Frame-Width and X-Frame-Height',
+    );
+  }
+  const { width, height, format } = raw;
+  if (width * height > limits.maxPixels) throw tooLarge(width, height, limits.maxPixels);
+  const channels = RAW_FORMATS[format];
+  const expected = width * height * channels;
+  if (body.length !== expected) {
+    throw new EdgeError(
+      ErrorCodes.RAW_SIZE_MISMATCH,
+      `a ${width}x${height} ${format} frame is ${expected} bytes; the body has ${body.length}`,
+      { expected, actual: body.length },
+    );
+  }
+  return {
+    image: sharp(body, { raw: { width, height, channels } }),
+    width,
+    height,
+    order: format === 'bgr8' ? 'bgr' : 'rgb',
+  };
+}
+
+/**
+ * Decodes a frame and turns it into the input tensor its model's manifest describes: resize
+ * (stretch, letterbox, center-crop), colour order, layout, dtype and normalisation. Decoding and
+ * resizing run in sharp (libuv pool, off the event loop); only the final normalisation pass over
+ * the model-sized image runs here.
+ */
+export async function prepareFrame(
+  frame: FrameInput,
+  spec: InputSpec,
+  limits: PreprocessLimits,
+): Promise<PreparedFrame> {
+  const started = performance.now();
+  const src = await openSource(frame, limits);
+  const g = geometryFor(spec.resize, src.width, src.height, spec.width, spec.height);
+  let image = src.image.resize(g.resizeWidth, g.resizeHeight, { fit: 'fill' });
+  if (spec.resize === 'letterbox' && (g.padLeft || g.padTop || g.padRight || g.padBottom)) {
+    const v = spec.padValue;
+    image = image.extend({
+      top: g.padTop,
+      bottom: g.padBottom,
+      left: g.padLeft,
+      right: g.padRight,
+      background: { r: v, g: v, b: v, alpha: 1 },
+    });
+  } else if (
+    spec.resize === 'center-crop' &&
+    (g.resizeWidth !== spec.width || g.resizeHeight !== spec.height)
+  ) {
+    image = image.extract({ left: g.cropLeft, top: g.cropTop, width: spec.width, height: spec.height });
+  }
+  let pixels: { data: Buffer; info: OutputInfo };
+  try {
+    pixels = await image.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    if (err instanceof EdgeError) throw err;
+    throw new EdgeError(
+      ErrorCodes.FRAME_UNDECODABLE,
+      'the frame could not be decoded (truncated or corrupt)',
+    );
+  }
+  const { info } = pixels;
+  if (info.width !== spec.width || info.height !== spec.height) {
+    throw new EdgeError(ErrorCodes.INTERNAL, 'resize produced an unexpected size', { info, spec });
+  }
+  const data = tensorize(pixels.data, info.channels, src.order, spec);
+  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
+  return {
+    data,
+    geometry: { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY },
+    preprocessMs: performance.now() - started,
+  };
+}
+
+/**
+ * HWC uint8 pixels (1 or 3 channels, or 2/4 with alpha removed upstream) → the model's tensor.
+ * Grey from colour uses ITU-R BT.601 luma (as OpenCV's cvtColor does); colour from grey repeats the
+ * channel. float32: (p * scale - mean[c]) / std[c]; uint8: p unchanged.
+ */
+export function tensorize(
+  pixels: Uint8Array,
+  srcChannels: number,
+  srcOrder: 'rgb' | 'bgr',
+  spec: InputSpec,
+): InputTensorData {
+  const { width, height } = spec;
+  const plane = width * height;
+  const outC = channelsOf(spec);
+  const float = spec.dtype === 'float32';
+  const out = float ? new Float32Array(plane * outC) : new Uint8Array(plane * outC);
+  // For each output channel: which source channel it reads (or -1 for luma), and its affine.
+  const srcIndex: number[] = [];
+  const mul: number[] = [];
+  const add: number[] = [];
+  for (let c = 0; c < outC; c++) {
+    const wantRgbIndex = spec.color === 'bgr' ? 2 - c : c;
+    if (outC === 1) srcIndex.push(srcChannels === 1 ? 0 : -1);
+    else if (srcChannels === 1) srcIndex.push(0);
+    else srcIndex.push(srcOrder === 'bgr' ? 2 - wantRgbIndex : wantRgbIndex);
+    const mean = spec.mean.length === 1 ? spec.mean[0]! : spec.mean[c]!;
+    const std = spec.std.length === 1 ? spec.std[0]! : spec.std[c]!;
+    mul.push(float ? spec.scale / std : 1);
+    add.push(float ? -mean / std : 0);
+  }
+  const nhwc = spec.layout === 'nhwc';
+  const rIdx = srcOrder === 'bgr' ? 2 : 0;
+  const bIdx = 2 - rIdx;
+  for (let c = 0; c < outC; c++) {
+    const s = srcIndex[c]!;
+    const m = mul[c]!;
+    const a = add[c]!;
+    const base = nhwc ? c : c * plane;
+    const step = nhwc ? outC : 1;
+    if (s >= 0) {
+      for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step)
+        out[o] = pixels[p]! * m + a;
+    } else {
+      for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step) {
+        const luma = 0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!;
+        out[o] = Math.round(luma) * m + a;
+      }
+    }
+  }
+  return out;
+}
+
+export function blankFrame(spec: InputSpec): InputTensorData {
+  const size = spec.width * spec.height * channelsOf(spec);
+  return spec.dtype === 'float32' ? new Float32Array(size) : new Uint8Array(size);
+}

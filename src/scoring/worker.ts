@@ -1,0 +1,139 @@
+/**
+ * Inference worker thread. onnxruntime-node's `session.run()` blocks its thread for the whole
+ * inference, so every session lives here and the main thread only does HTTP, twin and telemetry.
+ * One worker owns one session; it runs one batch at a time and post-processes it before answering,
+ * so the main thread receives finished predictions.
+ */
+import { parentPort } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import * as ort from 'onnxruntime-node';
+import { EdgeError, ErrorCodes, serializeError } from '../errors.js';
+import { postprocessBatch, type OutputTensor } from './postprocess.js';
+import type {
+  LoadRequest,
+  LoadedModel,
+  ProviderAttempt,
+  RunRequest,
+  WorkerReply,
+  WorkerRequest,
+  ValueInfo,
+} from './worker-protocol.js';
+import type { ModelManifest } from './manifest.js';
+
+let session: ort.InferenceSession | undefined;
+let manifest: ModelManifest | undefined;
+let inputName = '';
+let inputType: 'float32' | 'uint8' = 'float32';
+
+function reply(msg: WorkerReply, transfer: ArrayBuffer[] = []): void {
+  parentPort!.postMessage(msg, transfer);
+}
+
+function providerConfig(req: LoadRequest, name: string): ort.InferenceSession.ExecutionProviderConfig {
+  if (name === 'cuda' || name === 'tensorrt') return { name, deviceId: req.deviceId };
+  return name;
+}
+
+async function createSession(
+  req: LoadRequest,
+): Promise<{ session: ort.InferenceSession; provider: string; attempts: ProviderAttempt[] }> {
+  const attempts: ProviderAttempt[] = [];
+  const providers = req.providers.includes('cpu') ? req.providers : [...req.providers, 'cpu'];
+  for (const provider of providers) {
+    const options: ort.InferenceSession.SessionOptions = {
+      executionProviders: provider === 'cpu' ? ['cpu'] : [providerConfig(req, provider), 'cpu'],
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      enableCpuMemArena: true,
+      ...(req.intraOpThreads > 0 ? { intraOpNumThreads: req.intraOpThreads } : {}),
+      interOpNumThreads: 1,
+    };
+    try {
+      const s = await ort.InferenceSession.create(req.modelPath, options);
+      attempts.push({ provider, ok: true });
+      return { session: s, provider, attempts };
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      attempts.push({ provider, ok: false, error: message.slice(0, 500) });
+      if (provider === 'cpu') {
+        throw new EdgeError(
+          ErrorCodes.MODEL_LOAD_FAILED,
+          `onnxruntime could not load the model: ${message.slice(0, 300)}`,
+          {
+            attempts,
+          },
+        );
+      }
+    }
+  }
+  throw new EdgeError(ErrorCodes.MODEL_LOAD_FAILED, 'no execution provider could load the model', {
+    attempts,
+  });
+}
+
+function describe(meta: readonly ort.InferenceSession.ValueMetadata[]): ValueInfo[] {
+  return meta.map((m) =>
+    m.isTensor
+      ? { name: m.name, type: String(m.type), dims: [...m.shape] }
+      : { name: m.name, type: 'non-tensor', dims: [] },
+  );
+}
+
+async function load(req: LoadRequest): Promise<LoadedModel> {
+  const { session: s, provider, attempts } = await createSession(req);
+  session = s;
+  const inputs = describe(s.inputMetadata);
+  const outputs = describe(s.outputMetadata);
+  inputName = inputs[0]?.name ?? '';
+  return { provider, attempts, inputs, outputs };
+}
+
+/** Runs one batch; `data` holds `batch` frames (padded to a static batch size when needed). */
+async function run(req: RunRequest): Promise<WorkerReply> {
+  const { batch, data, dims } = req;
+  if (!session || !manifest) throw new EdgeError(ErrorCodes.INTERNAL, 'worker has no session');
+  const tensor =
+    inputType === 'float32'
+      ? new ort.Tensor('float32', new Float32Array(data), [batch, ...dims])
+      : new ort.Tensor('uint8', new Uint8Array(data), [batch, ...dims]);
+  const t0 = performance.now();
+  const results = await session.run({ [inputName]: tensor });
+  const t1 = performance.now();
+  const outputs: Record<string, OutputTensor> = {};
+  for (const [name, value] of Object.entries(results)) {
+    outputs[name] = { dims: value.dims, data: value.data as OutputTensor['data'] };
+  }
+  const predictions = postprocessBatch(manifest, session.outputNames, outputs, req.geometries);
+  const t2 = performance.now();
+  for (const value of Object.values(results)) value.dispose();
+  tensor.dispose();
+  return { type: 'result', id: req.id, predictions, inferenceMs: t1 - t0, postprocessMs: t2 - t1 };
+}
+
+parentPort!.on('message', (msg: WorkerRequest) => {
+  void (async () => {
+    try {
+      switch (msg.type) {
+        case 'load':
+          reply({ type: 'loaded', id: msg.id, model: await load(msg) });
+          break;
+        case 'configure':
+          manifest = msg.manifest;
+          inputType = msg.manifest.input.dtype;
+          reply({ type: 'configured', id: msg.id });
+          break;
+        case 'run':
+          reply(await run(msg));
+          break;
+        case 'close':
+          await session?.release();
+          session = undefined;
+          reply({ type: 'closed', id: msg.id });
+          parentPort!.close();
+          break;
+      }
+    } catch (err) {
+      reply({ type: 'error', id: msg.id, error: serializeError(err) });
+    }
+  })();
+});

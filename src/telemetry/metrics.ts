@@ -1,0 +1,131 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const PREFIX = 'edge_scorer_';
+
+/** Latency buckets from 0.5 ms to 10 s: inference on a GPU is sub-millisecond, a CPU CNN tens of ms. */
+const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+/**
+ * The daemon's Prometheus metrics (DESIGN.md §6). One instance per daemon, created in app.ts and
+ * passed to the components; labels are closed sets (routes, outcomes, model labels from the
+ * manifest) so their cardinality cannot explode.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly requests = new Counter({
+    name: `${PREFIX}http_requests_total`,
+    help: 'HTTP requests by route and outcome (status class or error code).',
+    labelNames: ['route', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly requestDuration = new Histogram({
+    name: `${PREFIX}http_request_duration_seconds`,
+    help: 'HTTP request duration from first byte to answer, by route.',
+    labelNames: ['route'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly queueDuration = new Histogram({
+    name: `${PREFIX}queue_duration_seconds`,
+    help: 'Time a pre-processed frame waited for an inference worker.',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly preprocessDuration = new Histogram({
+    name: `${PREFIX}preprocess_duration_seconds`,
+    help: 'Decode, resize and tensor conversion time per frame.',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly inferenceDuration = new Histogram({
+    name: `${PREFIX}inference_duration_seconds`,
+    help: 'onnxruntime session.run time per batch.',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly postprocessDuration = new Histogram({
+    name: `${PREFIX}postprocess_duration_seconds`,
+    help: 'Post-processing (softmax, top-K, NMS) time per batch.',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly batchSize = new Histogram({
+    name: `${PREFIX}batch_size`,
+    help: 'Frames per inference call.',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [this.registry],
+  });
+
+  readonly queueDepth = new Gauge({
+    name: `${PREFIX}queue_depth`,
+    help: 'Frames admitted and not yet dispatched to an inference worker.',
+    registers: [this.registry],
+  });
+
+  readonly queueRejections = new Counter({
+    name: `${PREFIX}queue_rejections_total`,
+    help: 'Frames refused with 429 because the queue was full.',
+    registers: [this.registry],
+  });
+
+  readonly modelInfo = new Gauge({
+    name: `${PREFIX}model_info`,
+    help: 'The active model: 1 for the served name/version/sha256/provider.',
+    labelNames: ['name', 'version', 'sha256', 'provider'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ready = new Gauge({
+    name: `${PREFIX}ready`,
+    help: '1 while a warmed model is active and the daemon accepts frames.',
+    registers: [this.registry],
+  });
+
+  readonly modelLoads = new Counter({
+    name: `${PREFIX}model_loads_total`,
+    help: 'Model loads by outcome (success, or the error code).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly modelSwaps = new Counter({
+    name: `${PREFIX}model_swaps_total`,
+    help: 'Model activations (hot swaps) by outcome.',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly modelLoadDuration = new Histogram({
+    name: `${PREFIX}model_load_duration_seconds`,
+    help: 'Time to load, check and warm a model.',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+    registers: [this.registry],
+  });
+
+  readonly predictions = new Counter({
+    name: `${PREFIX}predictions_total`,
+    help: 'Predicted labels: the top class per frame, or each detection.',
+    labelNames: ['label'] as const,
+    registers: [this.registry],
+  });
+
+  readonly frames = new Counter({
+    name: `${PREFIX}frames_total`,
+    help: 'Frames scored, by defect decision.',
+    labelNames: ['defect'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+  }
+}

@@ -1,0 +1,91 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { createApp, type App } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { buildClassifier, writeModelDir } from './onnx-builder.js';
+
+export interface Daemon {
+  app: App;
+  url: string;
+  dir: string;
+  /** Captured log lines (parsed JSON), for tests that assert on logs. */
+  logs: Record<string, unknown>[];
+  stop(): Promise<void>;
+}
+
+export interface DaemonOptions {
+  /** Environment overrides (strings, as the daemon would read them). */
+  env?: Record<string, string>;
+  /** A model to serve instead of the default test classifier; written to the temp dir. */
+  model?: Uint8Array;
+  manifest?: object;
+}
+
+export const TEST_LABELS = ['ok', 'bridge', 'missing'];
+
+/** A 3-class classifier over 32×32 RGB frames with a dynamic batch, and its manifest. */
+export function defaultTestModel(): { model: Uint8Array; manifest: object } {
+  return {
+    model: buildClassifier({
+      batch: 'dynamic',
+      channels: 3,
+      height: 32,
+      width: 32,
+      classes: 3,
+      output: 'logits',
+    }),
+    manifest: {
+      name: 'test-classifier',
+      version: '1',
+      task: 'classification',
+      labels: TEST_LABELS,
+      defectLabels: ['bridge', 'missing'],
+      input: { width: 32, height: 32, resize: 'stretch', color: 'rgb', layout: 'nchw', scale: 1 / 255 },
+      output: { format: 'logits', topK: 3 },
+    },
+  };
+}
+
+/**
+ * Starts a whole daemon in-process on 127.0.0.1 with an ephemeral port and its own temp dir.
+ * Callers stop it (usually in afterEach); stop() also removes the temp dir.
+ */
+export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'edge-scorer-test-'));
+  const fallback = defaultTestModel();
+  const { modelPath } = await writeModelDir(
+    path.join(dir, 'model'),
+    opts.model ?? fallback.model,
+    opts.model ? opts.manifest : (opts.manifest ?? fallback.manifest),
+  );
+  const config = loadConfig({
+    HOST: '127.0.0.1',
+    PORT: '0',
+    DATA_DIR: path.join(dir, 'data'),
+    MODEL_PATH: modelPath,
+    EXECUTION_PROVIDERS: 'cpu',
+    INTRA_OP_THREADS: '1',
+    LOG_LEVEL: 'info',
+    ...opts.env,
+  });
+  const logs: Record<string, unknown>[] = [];
+  const logger = pino(
+    { level: config.logLevel },
+    { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) },
+  );
+  const app = createApp(config, logger);
+  await app.start();
+  const { port } = app.address!;
+  return {
+    app,
+    url: `http://127.0.0.1:${port}`,
+    dir,
+    logs,
+    async stop() {
+      await app.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
