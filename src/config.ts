@@ -19,6 +19,8 @@ export interface ScoringSettings {
   maxQueue: number;
   /** onnxruntime intra-op threads per worker; 0 lets onnxruntime pick (one per core). */
   intraOpThreads: number;
+  /** Let onnxruntime's intra-op threads spin between runs: lower latency, but they take cores from decoding. */
+  intraOpSpinning: boolean;
 }
 
 export interface Config {
@@ -45,6 +47,9 @@ interface Field {
   parse?: (raw: string) => unknown;
   secret?: boolean;
 }
+
+const parseBool = (raw: string): unknown =>
+  ({ true: true, '1': true, yes: true, false: false, '0': false, no: false })[raw.toLowerCase()] ?? raw;
 
 const list = (raw: string): string[] =>
   raw
@@ -156,6 +161,13 @@ export const FIELDS = {
     default: '0',
     parse: Number,
   },
+  intraOpSpinning: {
+    env: 'INTRA_OP_SPINNING',
+    doc: 'Let onnxruntime intra-op threads spin-wait between runs (`true`/`false`). Off by default: spinning threads take the cores that decode the next frames.',
+    schema: { type: 'boolean' },
+    default: 'false',
+    parse: parseBool,
+  },
   warmupRuns: {
     env: 'WARMUP_RUNS',
     doc: 'Inference runs on a blank frame before a model is declared ready. 1 … 100.',
@@ -222,6 +234,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       workers: v.workers,
       maxQueue: v.maxQueue,
       intraOpThreads: v.intraOpThreads,
+      intraOpSpinning: v.intraOpSpinning,
     }),
     warmupRuns: v.warmupRuns,
     shutdownTimeoutMs: v.shutdownTimeoutMs,
@@ -231,6 +244,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
 }
 
 export function describeSchema(schema: Record<string, unknown>): string {
+  if (schema.type === 'boolean') return 'true or false';
   if (Array.isArray(schema.enum)) return `one of ${schema.enum.join(', ')}`;
   if (schema.type === 'array') {
     const items = schema.items as Record<string, unknown>;

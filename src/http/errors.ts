@@ -26,7 +26,11 @@ export function toEdgeError(err: FastifyError | Error): EdgeError {
 
 export function sendError(reply: FastifyReply, e: EdgeError): FastifyReply {
   const status = typeof e.context.status === 'number' ? e.context.status : e.httpStatus;
-  if (e.code === ErrorCodes.QUEUE_FULL) reply.header('retry-after', String(typeof e.context.retryAfterSeconds === 'number' ? e.context.retryAfterSeconds : 1));
+  if (e.code === ErrorCodes.QUEUE_FULL)
+    reply.header(
+      'retry-after',
+      String(typeof e.context.retryAfterSeconds === 'number' ? e.context.retryAfterSeconds : 1),
+    );
   reply.errorCode = e.code;
   // Internal details stay in the log; clients get the code and a message meant for them.
   const message = e.code === ErrorCodes.INTERNAL ? 'internal error' : e.message;

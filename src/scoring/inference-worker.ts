@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { EdgeError, ErrorCodes, deserializeError } from '../errors.js';
 import type { ModelManifest } from './manifest.js';
-import type { LoadedModel, RunRequest, WorkerReply, WorkerRequest } from './worker-protocol.js';
+import type { LoadRequest, LoadedModel, RunRequest, WorkerReply, WorkerRequest } from './worker-protocol.js';
 
 type Pending = { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void };
 
@@ -64,12 +64,7 @@ export class InferenceWorker {
     });
   }
 
-  async load(opts: {
-    modelPath: string;
-    providers: string[];
-    deviceId: number;
-    intraOpThreads: number;
-  }): Promise<LoadedModel> {
+  async load(opts: Omit<LoadRequest, 'type' | 'id'>): Promise<LoadedModel> {
     const reply = await this.request({ type: 'load', id: this.nextId++, ...opts });
     if (reply.type !== 'loaded')
       throw new EdgeError(ErrorCodes.INTERNAL, `unexpected worker reply ${reply.type}`);

@@ -117,6 +117,7 @@ export class ModelRuntime {
         providers: [...settings.executionProviders],
         deviceId: opts.deviceId ?? 0,
         intraOpThreads: settings.intraOpThreads,
+        spinning: settings.intraOpSpinning,
       };
       const first = new InferenceWorker('inference-0');
       workers.push(first);
@@ -305,6 +306,7 @@ export class ModelRuntime {
         providers: [this.info.executionProvider],
         deviceId: this.opts.deviceId ?? 0,
         intraOpThreads: settings.intraOpThreads,
+        spinning: settings.intraOpSpinning,
       })
       .then(() => fresh.configure(this.manifest))
       .then(

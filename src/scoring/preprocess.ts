@@ -88,7 +88,8 @@ async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<
   }
   let meta: Metadata;
   try {
-    meta = await sharp(body, SHARP_OPTIONS).metadata();
+    // Header only: no pixel limit here, the size is checked below with a code of its own.
+    meta = await sharp(body, { ...SHARP_OPTIONS, limitInputPixels: false }).metadata();
   } catch {
     throw new EdgeError(ErrorCodes.FRAME_UNDECODABLE, `the body is not a decodable ${frame.mediaType} frame`);
   }

@@ -10,6 +10,8 @@ export interface LoadRequest {
   providers: string[];
   deviceId: number;
   intraOpThreads: number;
+  /** Let onnxruntime's intra-op threads spin-wait between runs (lower latency, busier cores). */
+  spinning: boolean;
 }
 
 export interface RunRequest {

@@ -4,6 +4,9 @@
  * One worker owns one session; it runs one batch at a time and post-processes it before answering,
  * so the main thread receives finished predictions.
  */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
@@ -29,6 +32,27 @@ function reply(msg: WorkerReply, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(msg, transfer);
 }
 
+/** Where onnxruntime-node keeps its native libraries, GPU provider libraries included. */
+const ORT_BIN_DIR = path.join(
+  path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node')),
+  '..',
+  'bin',
+  'napi-v6',
+  process.platform,
+  process.arch,
+);
+
+/**
+ * A CPU-only install (the default, see .npmrc) has no GPU provider libraries: say so instead of
+ * letting onnxruntime print a load failure for each session.
+ */
+function providerLibraryMissing(name: string): string | undefined {
+  if (name !== 'cuda' && name !== 'tensorrt') return undefined;
+  const lib = `libonnxruntime_providers_${name}.so`;
+  if (process.platform !== 'linux' || existsSync(path.join(ORT_BIN_DIR, lib))) return undefined;
+  return `${lib} is not installed beside onnxruntime-node (CPU-only install)`;
+}
+
 function providerConfig(req: LoadRequest, name: string): ort.InferenceSession.ExecutionProviderConfig {
   if (name === 'cuda' || name === 'tensorrt') return { name, deviceId: req.deviceId };
   return name;
@@ -40,6 +64,11 @@ async function createSession(
   const attempts: ProviderAttempt[] = [];
   const providers = req.providers.includes('cpu') ? req.providers : [...req.providers, 'cpu'];
   for (const provider of providers) {
+    const missing = providerLibraryMissing(provider);
+    if (missing) {
+      attempts.push({ provider, ok: false, error: missing });
+      continue;
+    }
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: provider === 'cpu' ? ['cpu'] : [providerConfig(req, provider), 'cpu'],
       graphOptimizationLevel: 'all',
@@ -47,6 +76,8 @@ async function createSession(
       enableCpuMemArena: true,
       ...(req.intraOpThreads > 0 ? { intraOpNumThreads: req.intraOpThreads } : {}),
       interOpNumThreads: 1,
+      // Spinning intra-op threads burn the cores that sharp needs to decode the next frames.
+      ...(req.spinning ? {} : { extra: { session: { intra_op: { allow_spinning: '0' } } } }),
     };
     try {
       const s = await ort.InferenceSession.create(req.modelPath, options);

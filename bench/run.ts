@@ -1,0 +1,378 @@
+/**
+ * `npm run bench`: one run that measures, on the same frames and model,
+ *  (a) the in-process limit: the daemon's own decode, pre-processing and inference code driven
+ *      directly (no HTTP), with decode overlapped with inference and the best batch size / worker
+ *      arrangement found in the run, plus its single-frame latency;
+ *  (b) the daemon end to end over HTTP (autocannon): saturated, at half that rate, and at one
+ *      connection;
+ *  (c) the Python peer integrators deploy today (bench/peer: gunicorn 2 workers + Flask + OpenCV
+ *      DNN on a static-shape copy of the model), saturated.
+ * It prints frames/s, p50/p99 latency and the ratios, and writes them to bench/results/.
+ *
+ * Options: --seconds N (measurement window per point, default 12), --no-peer, --quick.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { pino } from 'pino';
+import sharp from 'sharp';
+import type { ScoringSettings } from '../src/config.js';
+import { ModelRuntime } from '../src/scoring/model-runtime.js';
+import { prepareFrame, type FrameInput } from '../src/scoring/preprocess.js';
+import { Metrics } from '../src/telemetry/metrics.js';
+import { buildResNetLike, writeModelDir } from '../test/helpers/onnx-builder.js';
+import { startPeer } from './peer.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const flag = (name: string): boolean => args.includes(`--${name}`);
+const option = (name: string, fallback: number): number => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] ? Number(args[i + 1]) : fallback;
+};
+const QUICK = flag('quick');
+const SECONDS = option('seconds', QUICK ? 5 : 12);
+const FRAME_W = 1280;
+const FRAME_H = 1024;
+
+const MANIFEST = {
+  name: 'resnet-bench',
+  version: '1',
+  task: 'classification',
+  labels: ['ok', 'bridge', 'missing', 'shift'],
+  defectLabels: ['bridge', 'missing', 'shift'],
+  input: {
+    width: 224,
+    height: 224,
+    resize: 'stretch',
+    color: 'rgb',
+    layout: 'nchw',
+    dtype: 'float32',
+    scale: 1 / 255,
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+  },
+  output: { format: 'probabilities', topK: 3 },
+};
+
+const log = (...a: unknown[]): void => console.log(...a);
+
+/** Synthetic AOI frames: a green board with pads, traces and sensor noise, so JPEGs have a realistic size. */
+async function makeFrames(count: number): Promise<Buffer[]> {
+  const frames: Buffer[] = [];
+  let seed = 12345;
+  const rand = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  for (let k = 0; k < count; k++) {
+    const raw = Buffer.alloc(FRAME_W * FRAME_H * 3);
+    for (let y = 0; y < FRAME_H; y++) {
+      for (let x = 0; x < FRAME_W; x++) {
+        const pad = (x + k * 37) % 64 < 24 && (y + k * 11) % 48 < 16;
+        const trace = (y + x / 3) % 90 < 3;
+        const n = (rand() - 0.5) * 24;
+        const o = (y * FRAME_W + x) * 3;
+        const [r, g, b] = pad ? [175, 170, 160] : trace ? [60, 120, 60] : [25, 80, 40];
+        raw[o] = Math.max(0, Math.min(255, r + n));
+        raw[o + 1] = Math.max(0, Math.min(255, g + n));
+        raw[o + 2] = Math.max(0, Math.min(255, b + n));
+      }
+    }
+    frames.push(
+      await sharp(raw, { raw: { width: FRAME_W, height: FRAME_H, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer(),
+    );
+  }
+  return frames;
+}
+
+const percentile = (sorted: number[], p: number): number =>
+  sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
+
+interface Point {
+  framesPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors?: number;
+}
+
+interface Arrangement {
+  workers: number;
+  intraOpThreads: number;
+  maxBatchSize: number;
+}
+
+function settingsFor(a: Arrangement): ScoringSettings {
+  return {
+    executionProviders: ['cpu'],
+    maxBatchSize: a.maxBatchSize,
+    maxBatchDelayMs: 2,
+    workers: a.workers,
+    maxQueue: 1024,
+    intraOpThreads: a.intraOpThreads,
+    intraOpSpinning: false,
+  };
+}
+
+async function loadRuntime(modelPath: string, a: Arrangement): Promise<ModelRuntime> {
+  return ModelRuntime.load({
+    modelPath,
+    settings: settingsFor(a),
+    warmupRuns: 2,
+    logger: pino({ level: 'silent' }),
+    metrics: new Metrics({ defaultMetrics: false }),
+  });
+}
+
+/** Same code path as the daemon's engine.score(): admit, decode/pre-process, queue, infer. */
+async function scoreInProcess(runtime: ModelRuntime, frame: FrameInput): Promise<void> {
+  runtime.admit();
+  let prepared;
+  try {
+    prepared = await prepareFrame(frame, runtime.manifest.input, { maxPixels: 100_000_000 });
+  } catch (err) {
+    runtime.cancel();
+    throw err;
+  }
+  await runtime.submit(prepared);
+}
+
+/** Keeps `inFlight` frames in the pipeline for `seconds` and counts completions. */
+async function inProcessThroughput(
+  runtime: ModelRuntime,
+  frames: FrameInput[],
+  inFlight: number,
+  seconds: number,
+): Promise<Point> {
+  const latencies: number[] = [];
+  let done = 0;
+  let next = 0;
+  const warmEnd = performance.now() + 1500;
+  let measureStart = 0;
+  let stopAt = Infinity;
+  const lane = async (): Promise<void> => {
+    for (;;) {
+      const now = performance.now();
+      if (now >= stopAt) return;
+      if (!measureStart && now >= warmEnd) {
+        measureStart = now;
+        stopAt = now + seconds * 1000;
+      }
+      const t0 = performance.now();
+      await scoreInProcess(runtime, frames[next++ % frames.length]!);
+      if (measureStart && t0 >= measureStart) {
+        done++;
+        latencies.push(performance.now() - t0);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  latencies.sort((a, b) => a - b);
+  return { framesPerSec: done / seconds, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) };
+}
+
+async function inProcessSingle(runtime: ModelRuntime, frames: FrameInput[], count: number): Promise<Point> {
+  const latencies: number[] = [];
+  for (let i = 0; i < count + 5; i++) {
+    const t0 = performance.now();
+    await scoreInProcess(runtime, frames[i % frames.length]!);
+    if (i >= 5) latencies.push(performance.now() - t0);
+  }
+  latencies.sort((a, b) => a - b);
+  const total = latencies.reduce((a, b) => a + b, 0);
+  return {
+    framesPerSec: (1000 * latencies.length) / total,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+  };
+}
+
+async function load(
+  url: string,
+  frames: Buffer[],
+  opts: { connections: number; seconds: number; rate?: number },
+): Promise<Point> {
+  let i = 0;
+  // A short warm-up so connection set-up and first allocations stay out of the figures.
+  const run = (seconds: number): Promise<autocannon.Result> =>
+    autocannon({
+      url,
+      method: 'POST',
+      connections: opts.connections,
+      duration: seconds,
+      ...(opts.rate ? { overallRate: opts.rate } : {}),
+      headers: { 'content-type': 'image/jpeg' },
+      requests: [
+        {
+          setupRequest: (req) => ({ ...req, body: frames[i++ % frames.length] }),
+        },
+      ],
+    });
+  await run(2);
+  const r = await run(opts.seconds);
+  return {
+    framesPerSec: r.requests.total / opts.seconds,
+    p50Ms: r.latency.p50,
+    p99Ms: r.latency.p99,
+    errors: r.errors + r.non2xx + r.timeouts,
+  };
+}
+
+async function startDaemonProcess(
+  modelPath: string,
+  a: Arrangement,
+  port: number,
+  dataDir: string,
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/main.js')], {
+    env: {
+      ...process.env,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      MODEL_PATH: modelPath,
+      DATA_DIR: dataDir,
+      EXECUTION_PROVIDERS: 'cpu',
+      WORKERS: String(a.workers),
+      INTRA_OP_THREADS: String(a.intraOpThreads),
+      MAX_BATCH_SIZE: String(a.maxBatchSize),
+      MAX_QUEUE: '1024',
+      LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/v2/health/ready`);
+      if (r.status === 200) return child;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  child.kill('SIGKILL');
+  throw new Error('daemon did not become ready');
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+const fmt = (p: Point): string =>
+  `${p.framesPerSec.toFixed(1).padStart(7)} frames/s  p50 ${p.p50Ms.toFixed(1).padStart(6)} ms  p99 ${p.p99Ms.toFixed(1).padStart(6)} ms` +
+  (p.errors ? `  errors ${p.errors}` : '');
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(path.join(tmpdir(), 'edge-scorer-bench-'));
+  try {
+    log(
+      `edge-scorer bench: ${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), node ${process.version}, ${SECONDS}s per point`,
+    );
+    const dyn = await writeModelDir(
+      path.join(work, 'dynamic'),
+      buildResNetLike({ batch: 'dynamic' }),
+      MANIFEST,
+    );
+    const fixed = await writeModelDir(path.join(work, 'static'), buildResNetLike({ batch: 1 }), MANIFEST);
+    const jpegs = await makeFrames(8);
+    const frames: FrameInput[] = jpegs.map((body) => ({ body, mediaType: 'image/jpeg' }));
+    log(
+      `model: ResNet-18-like 224×224 (${MANIFEST.labels.length} classes); frames: ${jpegs.length} × ${FRAME_W}×${FRAME_H} JPEG, ~${Math.round(jpegs[0]!.length / 1024)} KiB`,
+    );
+
+    // (a) in-process limit: search the arrangements, keep the best.
+    const arrangements: Arrangement[] = [];
+    const batches = QUICK ? [1, 4] : [1, 2, 4, 8];
+    for (const [workers, intraOpThreads] of [
+      [1, 0],
+      [2, 1],
+    ] as const) {
+      for (const maxBatchSize of batches) arrangements.push({ workers, intraOpThreads, maxBatchSize });
+    }
+    let best: { a: Arrangement; point: Point } | undefined;
+    for (const a of arrangements) {
+      const runtime = await loadRuntime(dyn.modelPath, a);
+      const inFlight = a.workers * a.maxBatchSize * 2 + 2;
+      const point = await inProcessThroughput(runtime, frames, inFlight, SECONDS);
+      await runtime.close();
+      log(
+        `in-process  workers=${a.workers} threads=${a.intraOpThreads || 'auto'} batch≤${a.maxBatchSize}: ${fmt(point)}`,
+      );
+      if (!best || point.framesPerSec > best.point.framesPerSec) best = { a, point };
+    }
+    const limit = best!;
+    const singleRuntime = await loadRuntime(dyn.modelPath, { ...limit.a, maxBatchSize: 1 });
+    const single = await inProcessSingle(singleRuntime, frames, QUICK ? 40 : 100);
+    await singleRuntime.close();
+    log(`in-process single frame (one at a time): ${fmt(single)}`);
+
+    // (b) the daemon over HTTP, in its own process, with the best arrangement.
+    const port = 18080;
+    const daemon = await startDaemonProcess(dyn.modelPath, limit.a, port, path.join(work, 'data'));
+    const url = `http://127.0.0.1:${port}/v1/score`;
+    const connections = Math.max(8, limit.a.workers * limit.a.maxBatchSize * 2 + 2);
+    const saturated = await load(url, jpegs, { connections, seconds: SECONDS });
+    log(`daemon HTTP saturated (${connections} connections): ${fmt(saturated)}`);
+    const half = await load(url, jpegs, {
+      connections,
+      seconds: SECONDS,
+      rate: Math.max(1, Math.round(saturated.framesPerSec / 2)),
+    });
+    log(`daemon HTTP half load (${Math.round(saturated.framesPerSec / 2)} frames/s offered): ${fmt(half)}`);
+    const one = await load(url, jpegs, { connections: 1, seconds: SECONDS });
+    log(`daemon HTTP one connection: ${fmt(one)}`);
+    await stopProcess(daemon);
+
+    // (c) the Python peer, same frames, static copy of the same model.
+    let peer: Point | undefined;
+    if (!flag('no-peer')) {
+      const p = await startPeer({ modelPath: fixed.modelPath, port: 18090 });
+      try {
+        peer = await load(`${p.url}/score`, jpegs, { connections, seconds: SECONDS });
+        log(`python peer (gunicorn 2 workers + Flask + OpenCV DNN) saturated: ${fmt(peer)}`);
+      } finally {
+        await p.stop();
+      }
+    }
+
+    const ratios = {
+      saturatedVsLimit: saturated.framesPerSec / limit.point.framesPerSec,
+      oneConnectionP50MinusSingleP50Ms: one.p50Ms - single.p50Ms,
+      ...(peer ? { throughputVsPeer: saturated.framesPerSec / peer.framesPerSec } : {}),
+    };
+    log('');
+    log(`end-to-end saturated / in-process limit: ${ratios.saturatedVsLimit.toFixed(3)}  (target ≥ 0.95)`);
+    log(
+      `p50 one connection − in-process single p50: ${ratios.oneConnectionP50MinusSingleP50Ms.toFixed(2)} ms  (target ≤ 1 ms)`,
+    );
+    if (peer)
+      log(`daemon / python peer throughput: ${ratios.throughputVsPeer!.toFixed(2)}×  (target ≥ 2.5×)`);
+
+    const result = {
+      date: new Date().toISOString(),
+      machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version },
+      seconds: SECONDS,
+      frames: { count: jpegs.length, width: FRAME_W, height: FRAME_H, bytes: jpegs[0]!.length },
+      model: 'ResNet-18-like 224x224, dynamic batch (peer: batch 1)',
+      inProcess: { best: limit, single },
+      daemon: { arrangement: limit.a, connections, saturated, half, one },
+      peer,
+      ratios,
+    };
+    await mkdir(path.join(ROOT, 'bench/results'), { recursive: true });
+    const file = path.join(ROOT, 'bench/results', `bench-${result.date.replace(/[:.]/g, '-')}.json`);
+    await writeFile(file, JSON.stringify(result, null, 2) + '\n');
+    await writeFile(path.join(ROOT, 'bench/results/latest.json'), JSON.stringify(result, null, 2) + '\n');
+    log(`results: ${path.relative(ROOT, file)}`);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();
