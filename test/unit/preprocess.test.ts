@@ -43,9 +43,11 @@ function expected(s: InputSpec, source: (x: number, y: number) => number[]): num
     return (p * s.scale - mean) / std;
   };
   if (s.layout === 'nchw') {
-    for (let c = 0; c < C; c++) for (let y = 0; y < s.height; y++) for (let x = 0; x < s.width; x++) out.push(value(x, y, c));
+    for (let c = 0; c < C; c++)
+      for (let y = 0; y < s.height; y++) for (let x = 0; x < s.width; x++) out.push(value(x, y, c));
   } else {
-    for (let y = 0; y < s.height; y++) for (let x = 0; x < s.width; x++) for (let c = 0; c < C; c++) out.push(value(x, y, c));
+    for (let y = 0; y < s.height; y++)
+      for (let x = 0; x < s.width; x++) for (let c = 0; c < C; c++) out.push(value(x, y, c));
   }
   return out;
 }
@@ -57,7 +59,11 @@ function expectClose(actual: ArrayLike<number>, want: number[], tolerance: numbe
   expect(worst).toBeLessThanOrEqual(tolerance);
 }
 
-async function frameOf(format: FrameFormat | 'mono8' | 'rgb8' | 'bgr8', raw = RGB, channels: 1 | 3 = 3): Promise<FrameInput> {
+async function frameOf(
+  format: FrameFormat | 'mono8' | 'rgb8' | 'bgr8',
+  raw = RGB,
+  channels: 1 | 3 = 3,
+): Promise<FrameInput> {
   if (format === 'rgb8' || format === 'bgr8' || format === 'mono8') {
     const body = format === 'bgr8' ? toBgr(raw) : raw;
     return { body, mediaType: 'application/octet-stream', raw: { format, width: W, height: H } };
@@ -83,7 +89,14 @@ describe('prepareFrame: each input format decodes to the tensor the manifest des
       const out = await prepareFrame(await frameOf(format), s, LIMITS);
       expect(out.data).toBeInstanceOf(Float32Array);
       expectClose(out.data, expected(s, px), 1e-5);
-      expect(out.geometry).toMatchObject({ frameWidth: W, frameHeight: H, scaleX: 1, scaleY: 1, offsetX: 0, offsetY: 0 });
+      expect(out.geometry).toMatchObject({
+        frameWidth: W,
+        frameHeight: H,
+        scaleX: 1,
+        scaleY: 1,
+        offsetX: 0,
+        offsetY: 0,
+      });
     });
   }
 
@@ -132,7 +145,10 @@ describe('prepareFrame: each input format decodes to the tensor the manifest des
 });
 
 /** Hand-written BMPs for the layouts the encoder in frames.ts does not write. */
-function bmpFile(opts: { width: number; height: number; bpp: 8 | 24 | 32; topDown?: boolean; palette?: number[][] }, pixel: (x: number, y: number) => number[]): Buffer {
+function bmpFile(
+  opts: { width: number; height: number; bpp: 8 | 24 | 32; topDown?: boolean; palette?: number[][] },
+  pixel: (x: number, y: number) => number[],
+): Buffer {
   const { width, height, bpp } = opts;
   const bytesPerPixel = bpp / 8;
   const stride = (width * bytesPerPixel + 3) & ~3;
@@ -183,7 +199,11 @@ describe('BMP layouts', () => {
   });
 
   it('24-bit top-down', async () => {
-    const out = await prepareFrame(bmp(bmpFile({ width: W, height: H, bpp: 24, topDown: true }, px)), s, LIMITS);
+    const out = await prepareFrame(
+      bmp(bmpFile({ width: W, height: H, bpp: 24, topDown: true }, px)),
+      s,
+      LIMITS,
+    );
     expect(Array.from(out.data)).toEqual(expected(s, px));
   });
 
@@ -228,7 +248,8 @@ describe('resize modes', () => {
     const out = await prepareFrame(await frame(), s, LIMITS);
     const plane = 64;
     // r = 0.5 → 8×4 content, 2 pad rows above and below
-    for (const y of [0, 1, 6, 7]) for (let x = 0; x < 8; x++) expect(out.data[plane * 2 + y * 8 + x]).toBe(114);
+    for (const y of [0, 1, 6, 7])
+      for (let x = 0; x < 8; x++) expect(out.data[plane * 2 + y * 8 + x]).toBe(114);
     for (const y of [2, 3, 4, 5]) expect(out.data[plane * 2 + y * 8 + 3]).toBe(77); // B channel constant
     expect(out.geometry).toMatchObject({ scaleX: 0.5, scaleY: 0.5, offsetX: 0, offsetY: 2 });
   });
@@ -253,13 +274,25 @@ describe('refusals carry codes', () => {
   const s = spec();
   it.each([
     ['empty body', { body: Buffer.alloc(0), mediaType: 'image/png' }, ErrorCodes.FRAME_UNDECODABLE],
-    ['random bytes', { body: Buffer.from('not an image at all, just text'), mediaType: 'image/jpeg' }, ErrorCodes.FRAME_UNDECODABLE],
+    [
+      'random bytes',
+      { body: Buffer.from('not an image at all, just text'), mediaType: 'image/jpeg' },
+      ErrorCodes.FRAME_UNDECODABLE,
+    ],
     ['SVG sent as PNG', { body: svgFrame(), mediaType: 'image/png' }, ErrorCodes.UNSUPPORTED_MEDIA_TYPE],
     ['20000×20000 PNG bomb', { body: pngBomb(), mediaType: 'image/png' }, ErrorCodes.FRAME_TOO_LARGE],
-    ['raw without headers', { body: Buffer.alloc(10), mediaType: 'application/octet-stream' }, ErrorCodes.RAW_HEADERS_INVALID],
+    [
+      'raw without headers',
+      { body: Buffer.alloc(10), mediaType: 'application/octet-stream' },
+      ErrorCodes.RAW_HEADERS_INVALID,
+    ],
     [
       'raw size mismatch',
-      { body: Buffer.alloc(10), mediaType: 'application/octet-stream', raw: { format: 'rgb8', width: 4, height: 4 } },
+      {
+        body: Buffer.alloc(10),
+        mediaType: 'application/octet-stream',
+        raw: { format: 'rgb8', width: 4, height: 4 },
+      },
       ErrorCodes.RAW_SIZE_MISMATCH,
     ],
   ] as [string, FrameInput, string][])('%s', async (_name, frame, code) => {
@@ -269,7 +302,9 @@ describe('refusals carry codes', () => {
 
   it('a truncated JPEG is undecodable', async () => {
     const jpg = await encodeFrame(makeRaw(64, 64, 3, px), 64, 64, 3, 'jpeg');
-    const err = await rejection(prepareFrame({ body: jpg.subarray(0, jpg.length >> 1), mediaType: 'image/jpeg' }, s, LIMITS));
+    const err = await rejection(
+      prepareFrame({ body: jpg.subarray(0, jpg.length >> 1), mediaType: 'image/jpeg' }, s, LIMITS),
+    );
     expect(err.code).toBe(ErrorCodes.FRAME_UNDECODABLE);
   });
 });
