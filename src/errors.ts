@@ -38,6 +38,22 @@ export const ErrorCodes = {
   MODEL_WARMUP_FAILED: 'EDGE_ERR_MODEL_WARMUP_FAILED',
   /** Inference failed for a batch (worker error or crash). */
   INFERENCE_FAILED: 'EDGE_ERR_INFERENCE_FAILED',
+  /** The model URL is not https:// and matches no MODEL_URL_ALLOWLIST prefix. */
+  MODEL_URL_REFUSED: 'EDGE_ERR_MODEL_URL_REFUSED',
+  /** The model could not be downloaded (HTTP error, network, timeout) after retries. */
+  MODEL_DOWNLOAD_FAILED: 'EDGE_ERR_MODEL_DOWNLOAD_FAILED',
+  /** The model file is larger than its declared size or MODEL_MAX_BYTES. */
+  MODEL_TOO_LARGE: 'EDGE_ERR_MODEL_TOO_LARGE',
+  /** The downloaded bytes do not hash to the desired sha256. */
+  MODEL_HASH_MISMATCH: 'EDGE_ERR_MODEL_HASH_MISMATCH',
+  /** Work was cancelled because a newer desired state superseded it. */
+  CANCELLED: 'EDGE_ERR_CANCELLED',
+  /** A desired-properties patch (or DESIRED_PROPERTIES_FILE) fails validation. */
+  DESIRED_INVALID: 'EDGE_ERR_DESIRED_INVALID',
+  /** The model cache under DATA_DIR cannot be written (disk full, permissions). */
+  STORAGE_FAILED: 'EDGE_ERR_STORAGE_FAILED',
+  /** IoT Hub did not answer a twin request or method in time. */
+  IOTHUB_TIMEOUT: 'EDGE_ERR_IOTHUB_TIMEOUT',
   /** Anything not anticipated: a bug. Never carries internal detail to HTTP clients. */
   INTERNAL: 'EDGE_ERR_INTERNAL',
 } as const;
@@ -62,6 +78,14 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   EDGE_ERR_MODEL_SHAPE_MISMATCH: 500,
   EDGE_ERR_MODEL_WARMUP_FAILED: 500,
   EDGE_ERR_INFERENCE_FAILED: 500,
+  EDGE_ERR_MODEL_URL_REFUSED: 500,
+  EDGE_ERR_MODEL_DOWNLOAD_FAILED: 500,
+  EDGE_ERR_MODEL_TOO_LARGE: 500,
+  EDGE_ERR_MODEL_HASH_MISMATCH: 500,
+  EDGE_ERR_CANCELLED: 500,
+  EDGE_ERR_DESIRED_INVALID: 400,
+  EDGE_ERR_STORAGE_FAILED: 500,
+  EDGE_ERR_IOTHUB_TIMEOUT: 504,
   EDGE_ERR_INTERNAL: 500,
 };
 
