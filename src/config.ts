@@ -23,6 +23,9 @@ export interface ScoringSettings {
   intraOpSpinning: boolean;
 }
 
+/** How the daemon learns its desired state. */
+export type TwinMode = 'iotedge' | 'connection-string' | 'standalone';
+
 export interface Config {
   host: string;
   port: number;
@@ -36,6 +39,20 @@ export interface Config {
   warmupRuns: number;
   shutdownTimeoutMs: number;
   requestTimeoutMs: number;
+  /** iotedge when the IoT Edge runtime's IOTEDGE_* variables are set, else connection string, else standalone. */
+  twinMode: TwinMode;
+  iothubConnectionString: string | undefined;
+  iothubCaFile: string | undefined;
+  desiredPropertiesFile: string | undefined;
+  modelUrlAllowlist: string[];
+  modelMaxBytes: number;
+  modelDownloadTimeoutMs: number;
+  modelCacheVersions: number;
+  twinTimeoutMs: number;
+  reportedMinIntervalMs: number;
+  iothubBackoffMaxMs: number;
+  telemetryBufferItems: number;
+  telemetryMaxMessagesPerSec: number;
 }
 
 interface Field {
@@ -189,6 +206,92 @@ export const FIELDS = {
     default: '30000',
     parse: Number,
   },
+  iothubConnectionString: {
+    env: 'IOTHUB_CONNECTION_STRING',
+    doc: "Module connection string for development outside the IoT Edge runtime (ignored when the runtime's IOTEDGE_* variables are set). Neither: standalone.",
+    schema: { type: 'string', minLength: 10, pattern: 'HostName=' },
+    default: undefined,
+    secret: true,
+  },
+  iothubCaFile: {
+    env: 'IOTHUB_CA_FILE',
+    doc: 'PEM file of an extra CA to trust for IoT Hub / a gateway and for model downloads (connection-string mode).',
+    schema: { type: 'string', minLength: 1 },
+    default: undefined,
+  },
+  desiredPropertiesFile: {
+    env: 'DESIRED_PROPERTIES_FILE',
+    doc: 'Standalone mode: a JSON file shaped like the desired properties, watched and reconciled like the twin.',
+    schema: { type: 'string', minLength: 1 },
+    default: undefined,
+  },
+  modelUrlAllowlist: {
+    env: 'MODEL_URL_ALLOWLIST',
+    doc: 'Comma-separated URL prefixes that may use http:// or file:// for model downloads; https:// is always allowed.',
+    schema: { type: 'array', items: { type: 'string', minLength: 1 } },
+    default: '',
+    parse: (raw: string) =>
+      raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+  },
+  modelMaxBytes: {
+    env: 'MODEL_MAX_BYTES',
+    doc: 'Largest model file accepted for download, bytes.',
+    schema: { type: 'integer', minimum: 1024, maximum: 17179869184 },
+    default: String(2 * 1024 * 1024 * 1024),
+    parse: Number,
+  },
+  modelDownloadTimeoutMs: {
+    env: 'MODEL_DOWNLOAD_TIMEOUT_MS',
+    doc: 'Per-attempt connect/headers deadline and longest stall without bytes for model downloads, ms.',
+    schema: { type: 'integer', minimum: 100, maximum: 3600000 },
+    default: '30000',
+    parse: Number,
+  },
+  modelCacheVersions: {
+    env: 'MODEL_CACHE_VERSIONS',
+    doc: 'Model versions kept in the cache under DATA_DIR (rollback targets).',
+    schema: { type: 'integer', minimum: 1, maximum: 100 },
+    default: '3',
+    parse: Number,
+  },
+  twinTimeoutMs: {
+    env: 'TWIN_TIMEOUT_MS',
+    doc: 'Deadline for twin requests and IoT Hub connects, ms; a twin request past it recreates the client.',
+    schema: { type: 'integer', minimum: 100, maximum: 600000 },
+    default: '15000',
+    parse: Number,
+  },
+  reportedMinIntervalMs: {
+    env: 'REPORTED_MIN_INTERVAL_MS',
+    doc: 'Reported-property updates are coalesced and sent at most once per this interval, ms.',
+    schema: { type: 'integer', minimum: 0, maximum: 600000 },
+    default: '1000',
+    parse: Number,
+  },
+  iothubBackoffMaxMs: {
+    env: 'IOTHUB_BACKOFF_MAX_MS',
+    doc: 'Longest wait between IoT Hub connection attempts, ms (backoff starts at 1 s).',
+    schema: { type: 'integer', minimum: 100, maximum: 3600000 },
+    default: '60000',
+    parse: Number,
+  },
+  telemetryBufferItems: {
+    env: 'TELEMETRY_BUFFER_ITEMS',
+    doc: 'Upstream buffer bound (results, events, stats waiting for IoT Hub); when full the oldest are dropped and counted.',
+    schema: { type: 'integer', minimum: 10, maximum: 10000000 },
+    default: '100000',
+    parse: Number,
+  },
+  telemetryMaxMessagesPerSec: {
+    env: 'TELEMETRY_MAX_MESSAGES_PER_SEC',
+    doc: 'Most IoT Hub messages sent per second, so draining a backlog after an outage does not trip throttling.',
+    schema: { type: 'number', minimum: 0.1, maximum: 1000 },
+    default: '20',
+    parse: Number,
+  },
 } satisfies Record<string, Field>;
 
 type FieldKey = keyof typeof FIELDS;
@@ -239,6 +342,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     warmupRuns: v.warmupRuns,
     shutdownTimeoutMs: v.shutdownTimeoutMs,
     requestTimeoutMs: v.requestTimeoutMs,
+    twinMode: env.IOTEDGE_WORKLOADURI
+      ? 'iotedge'
+      : values.iothubConnectionString
+        ? 'connection-string'
+        : 'standalone',
+    iothubConnectionString: values.iothubConnectionString as string | undefined,
+    iothubCaFile: values.iothubCaFile as string | undefined,
+    desiredPropertiesFile: values.desiredPropertiesFile
+      ? path.resolve(values.desiredPropertiesFile as string)
+      : undefined,
+    modelUrlAllowlist: v.modelUrlAllowlist,
+    modelMaxBytes: v.modelMaxBytes,
+    modelDownloadTimeoutMs: v.modelDownloadTimeoutMs,
+    modelCacheVersions: v.modelCacheVersions,
+    twinTimeoutMs: v.twinTimeoutMs,
+    reportedMinIntervalMs: v.reportedMinIntervalMs,
+    iothubBackoffMaxMs: v.iothubBackoffMaxMs,
+    telemetryBufferItems: v.telemetryBufferItems,
+    telemetryMaxMessagesPerSec: v.telemetryMaxMessagesPerSec,
   };
   return Object.freeze(config);
 }
@@ -248,7 +370,8 @@ export function describeSchema(schema: Record<string, unknown>): string {
   if (Array.isArray(schema.enum)) return `one of ${schema.enum.join(', ')}`;
   if (schema.type === 'array') {
     const items = schema.items as Record<string, unknown>;
-    return `a comma-separated list of ${describeSchema(items)}`;
+    const what = Array.isArray(items.enum) ? `values among ${items.enum.join(', ')}` : 'non-empty strings';
+    return `a comma-separated list of ${what}`;
   }
   if (schema.type === 'integer' || schema.type === 'number') {
     const kind = schema.type === 'integer' ? 'an integer' : 'a number';

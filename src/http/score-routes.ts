@@ -10,10 +10,13 @@ import {
   type FrameInput,
   type RawFormat,
 } from '../scoring/preprocess.js';
+import type { FrameResult } from '../telemetry/publisher.js';
 import { bearerGuard } from './auth.js';
 
 export interface ScoreRouteOptions {
   engine: ScoringEngine;
+  /** Told about every scored frame (the upstream publisher). */
+  onResult: ((r: FrameResult) => void) | undefined;
   apiToken: string | undefined;
   bodyLimitBytes: number;
 }
@@ -125,6 +128,8 @@ export function avaAnswer(p: FramePrediction, frame: { width: number; height: nu
 /** POST /v1/score and the AVA-compatible POST /score. */
 export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, opts) => {
   const { engine } = opts;
+  // Only frames are bodies here: without fastify's JSON/text parsers, any other type is a 415.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser(
     ACCEPTED_MEDIA_TYPES as unknown as string[],
     { parseAs: 'buffer', bodyLimit: opts.bodyLimitBytes },
@@ -136,15 +141,34 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     if (!engine.ready) throw new EdgeError(ErrorCodes.NOT_READY, 'no model is ready');
   });
 
+  const publish = (frameId: string, cameraId: string | null, o: ScoreOutcome, totalMs: number): void => {
+    if (!opts.onResult) return;
+    const p = o.prediction;
+    opts.onResult({
+      frameId,
+      cameraId,
+      model: o.model,
+      defect: p.defect,
+      ...(p.classification ? { classification: p.classification } : {}),
+      ...(p.detections ? { detections: p.detections } : {}),
+      totalMs: round(totalMs),
+      at: new Date().toISOString(),
+    });
+  };
+
   app.post('/v1/score', async (request, reply) => {
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
     const outcome = await engine.score(frameFrom(request));
-    return reply.send(v1Answer(frameId, cameraId, outcome, reply.elapsedTime));
+    const totalMs = reply.elapsedTime;
+    publish(frameId, cameraId, outcome, totalMs);
+    return reply.send(v1Answer(frameId, cameraId, outcome, totalMs));
   });
 
   app.post('/score', async (request, reply) => {
+    const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const outcome = await engine.score(frameFrom(request));
+    publish(frameId, optionalId(request, 'x-camera-id') ?? null, outcome, reply.elapsedTime);
     const g = outcome.frame;
     return reply.send(avaAnswer(outcome.prediction, { width: g.frameWidth, height: g.frameHeight }));
   });

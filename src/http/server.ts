@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { ScoringEngine } from '../scoring/engine.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import type { FrameResult } from '../telemetry/publisher.js';
 import { registerErrorHandling } from './errors.js';
 import { healthRoutes } from './health-routes.js';
 import { metricsRoute } from './metrics-route.js';
@@ -14,10 +15,17 @@ export interface ServerDeps {
   engine: ScoringEngine;
   metrics: Metrics;
   logger: Logger;
+  onResult?: ((r: FrameResult) => void) | undefined;
 }
 
 /** Builds the HTTP app; it never listens (app.ts does, last, once everything else started). */
-export async function buildServer({ config, engine, metrics, logger }: ServerDeps): Promise<FastifyInstance> {
+export async function buildServer({
+  config,
+  engine,
+  metrics,
+  logger,
+  onResult,
+}: ServerDeps): Promise<FastifyInstance> {
   // Typed as fastify's logger interface so route plugins stay generic over the logger.
   const loggerInstance: FastifyBaseLogger = logger.child({ component: 'http' });
   const app = Fastify({
@@ -42,6 +50,7 @@ export async function buildServer({ config, engine, metrics, logger }: ServerDep
   await app.register(metricsRoute, { metrics });
   await app.register(scoreRoutes, {
     engine,
+    onResult,
     apiToken: config.apiToken,
     bodyLimitBytes: config.bodyLimitBytes,
   });

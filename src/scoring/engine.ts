@@ -29,23 +29,14 @@ export class ScoringEngine {
   private stopping: Promise<void> | undefined;
   private status: EngineStatus = 'starting';
   private lastError: EdgeError | undefined;
+  /** Frames refused with 429 since start (for the `stats` output). */
+  rejectedFrames = 0;
 
   constructor(
     private readonly config: Readonly<Config>,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
   ) {}
-
-  /** Loads the configured model; without a model the daemon still serves health and metrics. */
-  async start(): Promise<void> {
-    try {
-      await this.activate({ modelPath: this.config.modelPath });
-    } catch (err) {
-      this.status = 'failed';
-      this.lastError = err as EdgeError;
-      this.logger.error({ component: 'engine', err }, 'no model could be loaded at start-up');
-    }
-  }
 
   get ready(): boolean {
     return this.status === 'ready' && this.active !== undefined;
@@ -55,17 +46,30 @@ export class ScoringEngine {
     return { status: this.status, model: this.active?.info, lastError: this.lastError };
   }
 
+  /** Scoring settings of the active runtime (environment defaults until a model is active). */
+  get settings(): Config['scoring'] {
+    return this.active?.settings ?? this.config.scoring;
+  }
+
+  /** Records why the latest activation failed while the active model keeps serving. */
+  noteFailure(err: EdgeError): void {
+    this.lastError = err;
+    if (!this.active && !this.stopping) this.status = 'failed';
+    this.metrics.modelSwaps.inc({ outcome: err.code });
+  }
+
   /**
    * Builds a runtime beside the active one, checks and warms it, then makes it active. Frames in
    * flight finish on the old runtime, which is released afterwards. A failure leaves the active
    * runtime serving and rethrows.
    */
   async activate(
-    opts: Pick<RuntimeOptions, 'modelPath' | 'manifest'> & { settings?: Config['scoring'] },
+    opts: Pick<RuntimeOptions, 'modelPath' | 'manifest' | 'onPhase'> & { settings?: Config['scoring'] },
   ): Promise<ModelInfo> {
     const runtime = await ModelRuntime.load({
       modelPath: opts.modelPath,
       ...(opts.manifest ? { manifest: opts.manifest } : {}),
+      ...(opts.onPhase ? { onPhase: opts.onPhase } : {}),
       settings: opts.settings ?? this.config.scoring,
       warmupRuns: this.config.warmupRuns,
       logger: this.logger,
@@ -106,8 +110,9 @@ export class ScoringEngine {
         this.stopping ? 'the daemon is stopping' : 'no model is ready',
       );
     }
-    if (runtime.depth >= this.config.scoring.maxQueue) {
+    if (runtime.depth >= runtime.settings.maxQueue) {
       this.metrics.queueRejections.inc();
+      this.rejectedFrames++;
       throw new EdgeError(ErrorCodes.QUEUE_FULL, 'the scoring queue is full', {
         retryAfterSeconds: runtime.retryAfterSeconds(),
         depth: runtime.depth,

@@ -19,6 +19,8 @@ export interface RuntimeOptions {
   deviceId?: number;
   logger: Logger;
   metrics: Metrics;
+  /** Told when loading ends and warm-up begins (for the twin's reported status). */
+  onPhase?: (phase: 'loading' | 'warming') => void;
 }
 
 /** Everything GET /v1/model and the twin report about a loaded model. */
@@ -91,6 +93,10 @@ export class ModelRuntime {
     return this.info.manifest;
   }
 
+  get settings(): ScoringSettings {
+    return this.opts.settings;
+  }
+
   /** Frames admitted (decoding or waiting) and not yet handed to a worker. */
   get depth(): number {
     return this.admitted + this.pending.length;
@@ -111,6 +117,7 @@ export class ModelRuntime {
     const { settings, metrics, logger } = opts;
     const workers: InferenceWorker[] = [];
     try {
+      opts.onPhase?.('loading');
       const file = await readModelFile(opts.modelPath);
       const loadOpts = {
         modelPath: opts.modelPath,
@@ -128,6 +135,7 @@ export class ModelRuntime {
       await Promise.all(workers.map((w) => w.configure(checked.manifest)));
       const info = runtimeInfo(file, loaded, checked, settings, started);
       const runtime = new ModelRuntime(info, opts, workers, checked.frameDims);
+      opts.onPhase?.('warming');
       await runtime.warmUp(opts.warmupRuns);
       info.loadMs = performance.now() - started;
       metrics.modelLoads.inc({ outcome: 'success' });

@@ -131,8 +131,16 @@ async function run(req: RunRequest): Promise<WorkerReply> {
   const results = await session.run({ [inputName]: tensor });
   const t1 = performance.now();
   const outputs: Record<string, OutputTensor> = {};
+  const frames = req.geometries.length;
   for (const [name, value] of Object.entries(results)) {
-    outputs[name] = { dims: value.dims, data: value.data as OutputTensor['data'] };
+    let dims = value.dims;
+    let data = value.data as OutputTensor['data'];
+    if (frames < batch && dims[0] === batch) {
+      // A static batch was zero-padded: the padding frames' rows are not anybody's answer.
+      dims = [frames, ...dims.slice(1)];
+      data = data.subarray(0, (data.length / batch) * frames);
+    }
+    outputs[name] = { dims, data };
   }
   const predictions = postprocessBatch(manifest, session.outputNames, outputs, req.geometries);
   const t2 = performance.now();

@@ -125,6 +125,47 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly telemetryProduced = new Counter({
+    name: `${PREFIX}telemetry_items_produced_total`,
+    help: 'Items (results, events, stats) produced for IoT Hub outputs.',
+    labelNames: ['output'] as const,
+    registers: [this.registry],
+  });
+
+  readonly telemetryDelivered = new Counter({
+    name: `${PREFIX}telemetry_items_delivered_total`,
+    help: 'Items acknowledged by IoT Hub.',
+    labelNames: ['output'] as const,
+    registers: [this.registry],
+  });
+
+  readonly telemetryDropped = new Counter({
+    name: `${PREFIX}telemetry_items_dropped_total`,
+    help: 'Items dropped (oldest first) because the upstream buffer was full.',
+    labelNames: ['output'] as const,
+    registers: [this.registry],
+  });
+
+  readonly telemetryMessages = new Counter({
+    name: `${PREFIX}telemetry_messages_total`,
+    help: 'IoT Hub messages by output and outcome (sent, failed).',
+    labelNames: ['output', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly telemetryBuffer = new Gauge({
+    name: `${PREFIX}telemetry_buffer_items`,
+    help: 'Items waiting in the upstream buffer.',
+    labelNames: ['output'] as const,
+    registers: [this.registry],
+  });
+
+  readonly iothubConnected = new Gauge({
+    name: `${PREFIX}iothub_connected`,
+    help: '1 while the IoT Hub (edgeHub) connection is up; 0 otherwise (and in standalone mode).',
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
   }

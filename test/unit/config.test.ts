@@ -54,7 +54,7 @@ describe('loadConfig', () => {
     [{ WORKERS: '0' }, 'WORKERS="0" is invalid: accepts an integer from 1 to 64'],
     [
       { EXECUTION_PROVIDERS: 'cuda,gpu' },
-      'EXECUTION_PROVIDERS="cuda,gpu" is invalid: accepts a comma-separated list of one of tensorrt, cuda, cpu',
+      'EXECUTION_PROVIDERS="cuda,gpu" is invalid: accepts a comma-separated list of values among tensorrt, cuda, cpu',
     ],
     [
       { LOG_LEVEL: 'verbose' },

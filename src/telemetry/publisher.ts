@@ -1,0 +1,282 @@
+import { randomUUID } from 'node:crypto';
+import { Message } from 'azure-iot-device';
+import type { Logger } from 'pino';
+import type { TelemetrySettings } from '../twin/desired.js';
+import type { LifecycleEvent } from '../twin/model-manager.js';
+import type { Metrics } from './metrics.js';
+import { OUTPUTS, type Item, type Output, type TelemetryBuffer } from './buffer.js';
+
+/** IoT Hub and edgeHub refuse messages over 256 KiB, properties included. */
+export const MAX_MESSAGE_BYTES = 262_144;
+/** Room kept for the property bag and system properties of a message. */
+const PROPERTY_RESERVE = 4096;
+const MAX_BODY = MAX_MESSAGE_BYTES - PROPERTY_RESERVE;
+
+/** What the publisher needs of the IoT Hub connection. */
+export interface OutputSender {
+  readonly state: string;
+  sendOutputEvent(output: string, message: Message, timeoutMs: number): Promise<void>;
+}
+
+/** A scored frame as it travels upstream. */
+export interface FrameResult {
+  frameId: string;
+  cameraId: string | null;
+  model: { name: string; version: string };
+  defect: boolean;
+  classification?: { label: string; score: number }[];
+  detections?: {
+    label: string;
+    score: number;
+    box: { x: number; y: number; width: number; height: number };
+  }[];
+  totalMs: number;
+  at: string;
+}
+
+export interface PublisherOptions {
+  /** The bounded buffer; exposed so start-up can restore what a previous process spilled. */
+  buffer: TelemetryBuffer;
+  metrics: Metrics;
+  logger: Logger;
+  settings: TelemetrySettings;
+  sendTimeoutMs: number;
+  /** Upper bound on messages per second, so draining a backlog does not trip IoT Hub throttling. */
+  maxMessagesPerSec: number;
+  /** Extra counters for `stats` owned by other components. */
+  statsSource: () => { queueRejections: number };
+}
+
+/**
+ * The upstream publisher for the `results`, `events` and `stats` outputs. Producing never waits
+ * on the network: items go to the bounded buffer, and one sender loop batches them into messages
+ * (results by count, size and time, grouped by defect flag and model version so the routing
+ * properties hold for every result in a message) and sends them while IoT Hub is connected,
+ * paced to `maxMessagesPerSec`.
+ */
+export class TelemetryPublisher {
+  private settings: TelemetrySettings;
+  private sender: OutputSender | undefined;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private stopped = false;
+  private statsTimer: NodeJS.Timeout | undefined;
+  private readonly instance = randomUUID().slice(0, 8);
+  private window = {
+    frames: 0,
+    defects: 0,
+    labels: new Map<string, number>(),
+    latencies: [] as number[],
+    since: Date.now(),
+  };
+  private lastRejections = 0;
+  private lastDropped = 0;
+
+  readonly buffer: TelemetryBuffer;
+
+  constructor(private readonly opts: PublisherOptions) {
+    this.buffer = opts.buffer;
+    this.settings = opts.settings;
+    for (const o of OUTPUTS) opts.metrics.telemetryBuffer.set({ output: o }, 0);
+  }
+
+  setSettings(settings: TelemetrySettings): void {
+    const restartStats = settings.statsIntervalSec !== this.settings.statsIntervalSec;
+    this.settings = settings;
+    if (restartStats && this.statsTimer) this.scheduleStats();
+    this.kick();
+  }
+
+  /** Connection up: sending resumes; undefined: items wait in the buffer. */
+  setSender(sender: OutputSender | undefined): void {
+    this.sender = sender;
+    this.kick();
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+    this.scheduleStats();
+  }
+
+  private scheduleStats(): void {
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    this.statsTimer = setInterval(() => this.emitStats(), this.settings.statsIntervalSec * 1000);
+    this.statsTimer.unref();
+  }
+
+  private produce(output: Output, group: string, properties: Record<string, string>, body: unknown): void {
+    const bytes = Buffer.byteLength(JSON.stringify(body));
+    this.opts.buffer.push({
+      output,
+      group,
+      properties: { type: output, ...properties },
+      body,
+      bytes,
+      producedAt: Date.now(),
+    });
+    this.opts.metrics.telemetryProduced.inc({ output });
+    this.updateGauges();
+    if (output !== 'results' || this.opts.buffer.size >= this.settings.maxBatchMessages) this.kick();
+  }
+
+  /** Records a scored frame; filtered by `telemetry.results` (all, defects, none). */
+  result(r: FrameResult): void {
+    const w = this.window;
+    w.frames++;
+    if (r.defect) w.defects++;
+    const labels =
+      r.detections?.map((d) => d.label) ?? (r.classification?.[0] ? [r.classification[0].label] : []);
+    for (const l of labels) w.labels.set(l, (w.labels.get(l) ?? 0) + 1);
+    if (w.latencies.length < 100_000) w.latencies.push(r.totalMs);
+    const mode = this.settings.results;
+    if (mode === 'none' || (mode === 'defects' && !r.defect)) return;
+    const group = `${String(r.defect)}|${r.model.version}`;
+    this.produce('results', group, { defect: String(r.defect), modelVersion: r.model.version }, fitResult(r));
+  }
+
+  event(e: LifecycleEvent | { event: 'daemon-started' | 'daemon-stopping'; [k: string]: unknown }): void {
+    this.produce('events', 'events', { event: e.event }, { ...e, at: new Date().toISOString() });
+  }
+
+  /** Builds and queues a stats snapshot of the interval since the last one. */
+  emitStats(): void {
+    const w = this.window;
+    const now = Date.now();
+    const seconds = Math.max(0.001, (now - w.since) / 1000);
+    const sorted = [...w.latencies].sort((a, b) => a - b);
+    const pct = (p: number): number | null =>
+      sorted.length
+        ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 1000) / 1000
+        : null;
+    const rejections = this.opts.statsSource().queueRejections;
+    const dropped = OUTPUTS.reduce((sum, o) => sum + this.opts.buffer.account(o).dropped, 0);
+    const results = this.opts.buffer.account('results');
+    this.produce(
+      'stats',
+      'stats',
+      {},
+      {
+        from: new Date(w.since).toISOString(),
+        to: new Date(now).toISOString(),
+        frames: w.frames,
+        defects: w.defects,
+        labels: Object.fromEntries(w.labels),
+        latencyMs: { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99) },
+        framesPerSec: Math.round((w.frames / seconds) * 100) / 100,
+        queueRejections: rejections - this.lastRejections,
+        telemetryDrops: dropped - this.lastDropped,
+        telemetry: { results },
+      },
+    );
+    this.lastRejections = rejections;
+    this.lastDropped = dropped;
+    this.window = { frames: 0, defects: 0, labels: new Map(), latencies: [], since: now };
+  }
+
+  private kick(): void {
+    this.wake?.();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      const sent = await this.sendOne();
+      if (sent === 'sent') {
+        await this.sleep(1000 / this.opts.maxMessagesPerSec);
+      } else if (sent === 'failed') {
+        await this.sleep(2000);
+      } else {
+        await this.sleep(this.settings.flushIntervalMs);
+      }
+    }
+  }
+
+  /** Sends the next message when one is due: 'idle' when nothing is due or no connection. */
+  private async sendOne(): Promise<'sent' | 'failed' | 'idle'> {
+    const sender = this.sender;
+    if (!sender || sender.state !== 'connected') return 'idle';
+    const { buffer } = this.opts;
+    const batch = buffer.peekBatch(this.settings.maxBatchMessages, MAX_BODY - 64);
+    const first = batch[0];
+    if (!first) return 'idle';
+    const due =
+      first.output !== 'results' ||
+      batch.length >= this.settings.maxBatchMessages ||
+      Date.now() - first.producedAt >= this.settings.flushIntervalMs ||
+      this.stopped;
+    if (!due) return 'idle';
+    const message = this.toMessage(batch);
+    try {
+      await sender.sendOutputEvent(first.output, message, this.opts.sendTimeoutMs);
+      buffer.delivered(batch);
+      this.opts.metrics.telemetryMessages.inc({ output: first.output, outcome: 'sent' });
+      this.opts.metrics.telemetryDelivered.inc({ output: first.output }, batch.length);
+      this.updateGauges();
+      return 'sent';
+    } catch (err) {
+      this.opts.metrics.telemetryMessages.inc({ output: first.output, outcome: 'failed' });
+      this.opts.logger.warn(
+        { component: 'telemetry', output: first.output, items: batch.length, err },
+        'send failed; will retry',
+      );
+      return 'failed';
+    }
+  }
+
+  private toMessage(batch: Item[]): Message {
+    const first = batch[0]!;
+    const last = batch[batch.length - 1]!;
+    const body =
+      first.output === 'results'
+        ? `{"results":[${batch.map((b) => JSON.stringify(b.body)).join(',')}]}`
+        : JSON.stringify(first.body);
+    const message = new Message(body);
+    message.contentType = 'application/json';
+    message.contentEncoding = 'utf-8';
+    // Stable for the same items, so a resend after a lost acknowledgement can be de-duplicated.
+    message.messageId = `${this.instance}-${first.output}-${first.seq}-${last.seq}`;
+    for (const [k, v] of Object.entries(first.properties)) message.properties.add(k, v);
+    return message;
+  }
+
+  private updateGauges(): void {
+    for (const o of OUTPUTS)
+      this.opts.metrics.telemetryBuffer.set({ output: o }, this.opts.buffer.account(o).pending);
+  }
+
+  /** Tries to deliver what is pending until `deadlineMs`, then spills the rest to disk. */
+  async stop(deadlineMs: number): Promise<void> {
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    const end = Date.now() + deadlineMs;
+    this.stopped = true;
+    this.kick();
+    await this.loop;
+    while (Date.now() < end && this.opts.buffer.size > 0) {
+      const r = await this.sendOne();
+      if (r !== 'sent') break;
+    }
+    await this.opts.buffer.close();
+  }
+}
+
+/** A result that fits one message on its own: raw outputs never go upstream, long lists are cut. */
+function fitResult(r: FrameResult): FrameResult & { truncated?: boolean } {
+  const size = (v: unknown): number => Buffer.byteLength(JSON.stringify(v));
+  if (size(r) <= MAX_BODY - 64) return r;
+  const detections = [...(r.detections ?? [])];
+  let cut: FrameResult & { truncated?: boolean } = { ...r, detections, truncated: true };
+  while (detections.length > 0 && size(cut) > MAX_BODY - 64) {
+    detections.length = Math.floor(detections.length / 2);
+    cut = { ...r, detections, truncated: true };
+  }
+  return cut;
+}

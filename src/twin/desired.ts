@@ -1,0 +1,185 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import { EXECUTION_PROVIDERS, type Config, type ScoringSettings } from '../config.js';
+import { EdgeError, ErrorCodes } from '../errors.js';
+import { manifestSchema, type PartialManifest } from '../scoring/manifest.js';
+
+/** The desired `model` block: a manifest plus where to get the file and its identity. */
+export interface DesiredModel extends PartialManifest {
+  url: string;
+  sha256: string;
+  sizeBytes?: number;
+}
+
+/** Telemetry settings (DESIGN.md §4); applied by the upstream publisher. */
+export interface TelemetrySettings {
+  results: 'all' | 'defects' | 'none';
+  maxBatchMessages: number;
+  flushIntervalMs: number;
+  statsIntervalSec: number;
+}
+
+export const DEFAULT_TELEMETRY: TelemetrySettings = Object.freeze({
+  results: 'defects',
+  maxBatchMessages: 100,
+  flushIntervalMs: 1000,
+  statsIntervalSec: 60,
+});
+
+/** A validated desired document: what the daemon should be doing. */
+export interface DesiredState {
+  version: number;
+  model: DesiredModel | undefined;
+  scoring: Partial<ScoringSettings>;
+  telemetry: Partial<TelemetrySettings>;
+}
+
+const modelSchema = {
+  type: 'object',
+  required: ['url', 'sha256'],
+  additionalProperties: false,
+  properties: {
+    ...manifestSchema.properties,
+    url: { type: 'string', minLength: 1, maxLength: 4096 },
+    sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$' },
+    sizeBytes: { type: 'integer', minimum: 1 },
+  },
+} as const;
+
+const scoringSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    executionProviders: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 3,
+      uniqueItems: true,
+      items: { enum: [...EXECUTION_PROVIDERS] },
+    },
+    maxBatchSize: { type: 'integer', minimum: 1, maximum: 256 },
+    maxBatchDelayMs: { type: 'number', minimum: 0, maximum: 1000 },
+    workers: { type: 'integer', minimum: 1, maximum: 64 },
+    maxQueue: { type: 'integer', minimum: 1, maximum: 100000 },
+    intraOpThreads: { type: 'integer', minimum: 0, maximum: 256 },
+    intraOpSpinning: { type: 'boolean' },
+  },
+} as const;
+
+const telemetrySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    results: { enum: ['all', 'defects', 'none'] },
+    maxBatchMessages: { type: 'integer', minimum: 1, maximum: 10000 },
+    flushIntervalMs: { type: 'integer', minimum: 10, maximum: 600000 },
+    statsIntervalSec: { type: 'integer', minimum: 1, maximum: 86400 },
+  },
+} as const;
+
+/**
+ * The desired properties we own. Keys we do not know are refused: a typo in a deployment
+ * (`scorring`) must be reported, not silently ignored. `$`-prefixed twin metadata is allowed.
+ */
+const desiredSchema = {
+  type: 'object',
+  additionalProperties: false,
+  patternProperties: { '^\\$': {} },
+  properties: {
+    model: { oneOf: [modelSchema, { type: 'null' }] },
+    scoring: { oneOf: [scoringSchema, { type: 'null' }] },
+    telemetry: { oneOf: [telemetrySchema, { type: 'null' }] },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: true, strict: false });
+const validate = ajv.compile(desiredSchema);
+
+function describe(errors: ErrorObject[] | null | undefined): string {
+  const seen = new Set<string>();
+  for (const e of errors ?? []) {
+    // oneOf with null produces a noise error for the null branch; keep the informative ones.
+    if (e.keyword === 'oneOf' || (e.keyword === 'type' && e.params.type === 'null')) continue;
+    const where = e.instancePath || '/';
+    const what =
+      e.keyword === 'additionalProperties'
+        ? `has unknown key "${String(e.params.additionalProperty)}"`
+        : (e.message ?? 'is invalid');
+    seen.add(`${where} ${what}`);
+  }
+  return [...seen].slice(0, 8).join('; ') || 'invalid';
+}
+
+/** The deepest nesting we accept in a desired document; twin documents are shallow. */
+const MAX_DEPTH = 8;
+
+function depth(v: unknown, d = 0): number {
+  if (d > MAX_DEPTH || v === null || typeof v !== 'object') return d;
+  let max = d;
+  for (const child of Object.values(v)) max = Math.max(max, depth(child, d + 1));
+  return max;
+}
+
+/**
+ * Validates a whole desired document (after merging patches). Throws DESIRED_INVALID with the
+ * reasons; the caller keeps its previous desired state, so a bad patch changes nothing.
+ */
+export function parseDesired(doc: unknown): DesiredState {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new EdgeError(ErrorCodes.DESIRED_INVALID, 'desired properties must be a JSON object');
+  }
+  if (depth(doc) > MAX_DEPTH) {
+    throw new EdgeError(
+      ErrorCodes.DESIRED_INVALID,
+      `desired properties nest deeper than ${MAX_DEPTH} levels`,
+    );
+  }
+  if (!validate(doc)) {
+    throw new EdgeError(
+      ErrorCodes.DESIRED_INVALID,
+      `desired properties are invalid: ${describe(validate.errors)}`,
+    );
+  }
+  const d = doc as {
+    $version?: unknown;
+    model?: DesiredModel | null;
+    scoring?: object | null;
+    telemetry?: object | null;
+  };
+  const model = d.model ?? undefined;
+  return {
+    version: typeof d.$version === 'number' ? d.$version : 0,
+    model: model ? { ...model, sha256: model.sha256.toLowerCase() } : undefined,
+    scoring: d.scoring ?? {},
+    telemetry: d.telemetry ?? {},
+  };
+}
+
+/** JSON merge patch (RFC 7386), as IoT Hub applies desired patches: null deletes a key. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> =
+    target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** The scoring settings in force: the environment's, overridden by the desired block. */
+export function effectiveScoring(
+  config: Pick<Config, 'scoring'>,
+  desired: Partial<ScoringSettings>,
+): ScoringSettings {
+  return Object.freeze({ ...config.scoring, ...desired });
+}
+
+export function effectiveTelemetry(desired: Partial<TelemetrySettings>): TelemetrySettings {
+  return Object.freeze({ ...DEFAULT_TELEMETRY, ...desired });
+}
+
+/** The manifest part of a desired model block (what model.json would hold). */
+export function manifestOf(model: DesiredModel): PartialManifest {
+  const { url: _url, sha256: _sha, sizeBytes: _size, ...manifest } = model;
+  return manifest;
+}

@@ -1,0 +1,120 @@
+import type { Logger } from 'pino';
+import type { Config, ScoringSettings } from '../config.js';
+import { isEdgeError, ErrorCodes, EdgeError } from '../errors.js';
+import {
+  effectiveScoring,
+  effectiveTelemetry,
+  parseDesired,
+  type DesiredState,
+  type TelemetrySettings,
+} from './desired.js';
+import type { ModelManager } from './model-manager.js';
+import type { ReportedProperties } from './reported.js';
+
+/** Failures worth retrying when the same desired version is seen again (e.g. after a reconnect). */
+const RETRIABLE = new Set<string>([
+  ErrorCodes.MODEL_DOWNLOAD_FAILED,
+  ErrorCodes.STORAGE_FAILED,
+  ErrorCodes.IOTHUB_TIMEOUT,
+]);
+
+export interface ReconcilerDeps {
+  config: Readonly<Config>;
+  manager: ModelManager;
+  reported: ReportedProperties;
+  logger: Logger;
+  /** Applies telemetry settings to the upstream publisher. */
+  onTelemetry: (settings: TelemetrySettings) => void;
+}
+
+/**
+ * The desired-state reconciler, shared by the module twin and the standalone desired-properties
+ * file. It receives whole desired documents, validates them (a bad one is reported with its code
+ * and changes nothing), and drives the model manager towards them. The latest version wins: the
+ * manager cancels an obsolete download when a newer document arrives.
+ */
+export class DesiredStateReconciler {
+  private lastVersion = -Infinity;
+  private applied: DesiredState | undefined;
+  private scoring: ScoringSettings;
+  private pending: Promise<void> = Promise.resolve();
+
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.scoring = effectiveScoring(deps.config, {});
+  }
+
+  /** The scoring settings in force (environment overridden by the last valid desired block). */
+  get effectiveScoring(): ScoringSettings {
+    return this.scoring;
+  }
+
+  /** Resolves once the latest model change has finished (for tests and shutdown). */
+  settled(): Promise<void> {
+    return this.pending;
+  }
+
+  /** Publishes the initial effective settings before any desired document arrives. */
+  init(): void {
+    this.deps.reported.set('scoring', this.scoring);
+    this.deps.reported.set('telemetry', effectiveTelemetry({}));
+  }
+
+  /**
+   * Handles a whole desired document. `version` is the twin's `$version` (or a counter for the
+   * file); a document not newer than the last one handled is ignored unless its model change
+   * failed for a reason that a retry may fix.
+   */
+  onDesired(doc: Record<string, unknown>, version: number): Promise<void> {
+    const { reported, logger, manager } = this.deps;
+    if (version <= this.lastVersion) {
+      const last = manager.status;
+      const retry = last.status === 'failed' && last.lastError && RETRIABLE.has(last.lastError.code);
+      if (!retry || !this.applied) return this.pending;
+      logger.info({ component: 'twin', version }, 'retrying the failed model change');
+      return this.apply(this.applied, true);
+    }
+    this.lastVersion = version;
+    let state: DesiredState;
+    try {
+      state = parseDesired(doc);
+    } catch (err) {
+      this.reject(isEdgeError(err) ? err : new EdgeError(ErrorCodes.DESIRED_INVALID, String(err)), version);
+      return this.pending;
+    }
+    reported.set('desired', { version, status: 'applied', lastError: null });
+    this.applied = state;
+    return this.apply(state, false);
+  }
+
+  /** Reports a desired document that could not be used; the current state stays in force. */
+  reject(err: EdgeError, version: number): void {
+    this.lastVersion = Math.max(this.lastVersion, version);
+    this.deps.logger.warn(
+      { component: 'twin', version, code: err.code, reason: err.message },
+      'desired properties rejected; nothing changed',
+    );
+    this.deps.reported.set('desired', {
+      version,
+      status: 'rejected',
+      lastError: { code: err.code, message: err.message, at: new Date().toISOString() },
+    });
+  }
+
+  private apply(state: DesiredState, force: boolean): Promise<void> {
+    const { reported, manager, onTelemetry } = this.deps;
+    this.scoring = effectiveScoring(this.deps.config, state.scoring);
+    const telemetry = effectiveTelemetry(state.telemetry);
+    reported.set('scoring', this.scoring);
+    reported.set('telemetry', telemetry);
+    onTelemetry(telemetry);
+    this.pending = manager.apply(state.model, this.scoring, { force });
+    return this.pending;
+  }
+
+  /** Direct method `reloadModel`: rebuilds the engine for the current desired state. */
+  reloadModel(): Promise<void> {
+    const model = this.applied?.model;
+    this.pending = this.deps.manager.apply(model, this.scoring, { force: true });
+    return this.pending;
+  }
+}
