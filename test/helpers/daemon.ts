@@ -21,6 +21,8 @@ export interface DaemonOptions {
   /** A model to serve instead of the default test classifier; written to the temp dir. */
   model?: Uint8Array;
   manifest?: object;
+  /** Reuse this directory (a restart with the same DATA_DIR); it is then left in place on stop. */
+  dir?: string;
 }
 
 export const TEST_LABELS = ['ok', 'bridge', 'missing'];
@@ -53,13 +55,18 @@ export function defaultTestModel(): { model: Uint8Array; manifest: object } {
  * Callers stop it (usually in afterEach); stop() also removes the temp dir.
  */
 export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'edge-scorer-test-'));
+  const ownDir = opts.dir === undefined;
+  const dir = opts.dir ?? (await mkdtemp(path.join(tmpdir(), 'edge-scorer-test-')));
   const fallback = defaultTestModel();
   const { modelPath } = await writeModelDir(
     path.join(dir, 'model'),
     opts.model ?? fallback.model,
     opts.model ? opts.manifest : (opts.manifest ?? fallback.manifest),
   );
+  // The IoT Hub SDK reads IOTEDGE_* from process.env itself; set them for this daemon's lifetime.
+  const sdkEnv = Object.entries(opts.env ?? {}).filter(([k]) => k.startsWith('IOTEDGE_'));
+  const saved = sdkEnv.map(([k]) => [k, process.env[k]] as const);
+  for (const [k, v] of sdkEnv) process.env[k] = v;
   const config = loadConfig({
     HOST: '127.0.0.1',
     PORT: '0',
@@ -85,7 +92,11 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     logs,
     async stop() {
       await app.stop();
-      await rm(dir, { recursive: true, force: true });
+      for (const [k, v] of saved) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      if (ownDir) await rm(dir, { recursive: true, force: true });
     },
   };
 }
