@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { ModuleClient } from 'azure-iot-device';
+import azureIotDevice from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import type { Config } from './config.js';
 import { buildServer } from './http/server.js';
@@ -52,6 +52,8 @@ async function readCa(file: string | undefined): Promise<string | undefined> {
  * still run.
  */
 export function createApp(config: Readonly<Config>, logger: Logger): App {
+  // azure-iot-device is CommonJS; under Node's ESM only its default export is reliable.
+  const { ModuleClient } = azureIotDevice;
   const metrics = new Metrics();
   const engine = new ScoringEngine(config, logger, metrics);
   const store = new ModelStore({ dataDir: config.dataDir, keep: config.modelCacheVersions, logger });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Message } from 'azure-iot-device';
+import azureIotDevice, { type Message } from 'azure-iot-device';
 import type { Logger } from 'pino';
 import type { TelemetrySettings } from '../twin/desired.js';
 import type { LifecycleEvent } from '../twin/model-manager.js';
@@ -239,7 +239,7 @@ export class TelemetryPublisher {
       first.output === 'results'
         ? `{"results":[${batch.map((b) => JSON.stringify(b.body)).join(',')}]}`
         : JSON.stringify(first.body);
-    const message = new Message(body);
+    const message = new azureIotDevice.Message(Buffer.from(body));
     message.contentType = 'application/json';
     message.contentEncoding = 'utf-8';
     // Stable for the same items, so a resend after a lost acknowledgement can be de-duplicated.

@@ -94,7 +94,7 @@ describe('standalone desired-properties file', () => {
       return r.model?.version === '8' && r.model.status === 'active' ? r : undefined;
     }, 'reported active v2');
     expect(after.model).toMatchObject({ previousVersion: '7', lastError: null });
-    const answer = await postFrame(`${daemon!.url}/v1/score`, frame, 'image/png');
+    const answer = await postFrame(`${daemon.url}/v1/score`, frame, 'image/png');
     expect(answer.status).toBe(200);
     expect(answer.json).toMatchObject({ model: { name: 'line-classifier', version: '8' } });
   });
@@ -146,11 +146,11 @@ describe('standalone desired-properties file', () => {
     }, `reported failed (${code})`);
     expect(rep.model?.lastError?.code).toBe(code);
     expect(rep.model?.version).toBe('7');
-    expect(await activeVersion(daemon!)).toBe('7');
-    const answer = await postFrame(`${daemon!.url}/v1/score`, frame, 'image/png');
+    expect(await activeVersion(daemon)).toBe('7');
+    const answer = await postFrame(`${daemon.url}/v1/score`, frame, 'image/png');
     expect(answer.status).toBe(200);
     // Nothing of the failed attempt stays in the cache's temp area.
-    expect(await readdir(path.join(daemon!.dir, 'data', 'tmp'))).toEqual([]);
+    expect(await readdir(path.join(daemon.dir, 'data', 'tmp'))).toEqual([]);
   });
 
   it('an invalid desired document is reported as rejected and changes nothing', async () => {
@@ -172,7 +172,7 @@ describe('standalone desired-properties file', () => {
         return r.desired?.status === 'rejected' ? r : undefined;
       }, 'desired rejected');
       expect(rep.desired?.lastError?.code).toBe('EDGE_ERR_DESIRED_INVALID');
-      expect(await activeVersion(daemon!)).toBe('7');
+      expect(await activeVersion(daemon)).toBe('7');
       // Reset to a valid document so the next bad one is a change again.
       await setDesired({ model: desiredModel(server, v1) });
       await waitFor(
