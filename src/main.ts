@@ -3,6 +3,7 @@ import { loadConfig } from './config.js';
 import { createApp } from './app.js';
 import { isEdgeError } from './errors.js';
 import { createLogger } from './logger.js';
+import { modelPatchCli } from './cli/model-patch.js';
 
 /** Process concerns only: configuration errors, signals, exit codes, fatal handlers. */
 async function main(): Promise<void> {
@@ -58,4 +59,8 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (process.argv[2] === 'model-patch') {
+  process.exitCode = await modelPatchCli(process.argv.slice(3));
+} else {
+  await main();
+}

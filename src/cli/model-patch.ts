@@ -1,0 +1,83 @@
+import { parseArgs } from 'node:util';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { isEdgeError } from '../errors.js';
+import { checkModel, readModelFile } from '../scoring/model-loader.js';
+import type { PartialManifest } from '../scoring/manifest.js';
+import { parseDesired } from '../twin/desired.js';
+import { checkModelUrl } from '../twin/model-fetcher.js';
+
+const USAGE = `usage: edge-scorer model-patch <model.onnx> --url <https://…/model.onnx> [--version V] [--name N] [--allow-prefix P]
+
+Prints the desired-properties patch that makes every daemon of a deployment serve this model:
+{"model": {manifest…, "url", "sha256", "sizeBytes"}}. The manifest comes from model.json beside the
+file, the ONNX metadata and the graph itself, checked as the daemon will check it. Paste it into the
+module's properties.desired in a deployment, or:
+  az iot hub module-twin update -n HUB -d DEVICE -m edge-scorer --desired "$(edge-scorer model-patch …)"`;
+
+/** `edge-scorer model-patch`: returns the process exit code. */
+export async function modelPatchCli(
+  argv: string[],
+  out: (s: string) => void = (s) => process.stdout.write(s),
+): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        url: { type: 'string' },
+        version: { type: 'string' },
+        name: { type: 'string' },
+        'allow-prefix': { type: 'string', multiple: true },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    out(`${USAGE}\n`);
+    return 0;
+  }
+  const file = positionals[0];
+  if (!file || !values.url || positionals.length > 1) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  try {
+    checkModelUrl(values.url, values['allow-prefix'] ?? []);
+    const modelPath = path.resolve(file);
+    const model = await readModelFile(modelPath);
+    const session = await ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'] });
+    const describe = (meta: readonly ort.InferenceSession.ValueMetadata[]) =>
+      meta.map((m) => ({
+        name: m.name,
+        type: m.isTensor ? String(m.type) : 'non-tensor',
+        dims: m.isTensor ? [...m.shape] : [],
+      }));
+    const override: PartialManifest = {
+      ...(values.version ? { version: values.version } : {}),
+      ...(values.name ? { name: values.name } : {}),
+    };
+    const { manifest } = checkModel(
+      model,
+      override,
+      describe(session.inputMetadata),
+      describe(session.outputMetadata),
+    );
+    await session.release();
+    const patch = {
+      model: { ...manifest, url: values.url, sha256: model.sha256, sizeBytes: model.sizeBytes },
+    };
+    parseDesired(patch);
+    out(`${JSON.stringify(patch, null, 2)}\n`);
+    return 0;
+  } catch (err) {
+    const message = isEdgeError(err) ? `${err.code}: ${err.message}` : String(err);
+    process.stderr.write(`edge-scorer model-patch: ${message}\n`);
+    return 1;
+  }
+}
