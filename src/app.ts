@@ -162,8 +162,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   let stopping: Promise<void> | undefined;
 
   const step = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
+    const started = Date.now();
     try {
       await fn();
+      logger.info({ component: 'app', step: name, durationMs: Date.now() - started }, 'stop step done');
     } catch (err) {
       logger.error({ component: 'app', step: name, err }, 'stop step failed');
     }

@@ -201,7 +201,7 @@ export class TelemetryPublisher {
   }
 
   /** Sends the next message when one is due: 'idle' when nothing is due or no connection. */
-  private async sendOne(): Promise<'sent' | 'failed' | 'idle'> {
+  private async sendOne(timeoutMs = this.opts.sendTimeoutMs): Promise<'sent' | 'failed' | 'idle'> {
     const sender = this.sender;
     if (!sender || sender.state !== 'connected') return 'idle';
     const { buffer } = this.opts;
@@ -216,7 +216,7 @@ export class TelemetryPublisher {
     if (!due) return 'idle';
     const message = this.toMessage(batch);
     try {
-      await sender.sendOutputEvent(first.output, message, this.opts.sendTimeoutMs);
+      await sender.sendOutputEvent(first.output, message, timeoutMs);
       buffer.delivered(batch);
       this.opts.metrics.telemetryMessages.inc({ output: first.output, outcome: 'sent' });
       this.opts.metrics.telemetryDelivered.inc({ output: first.output }, batch.length);
@@ -259,9 +259,16 @@ export class TelemetryPublisher {
     const end = Date.now() + deadlineMs;
     this.stopped = true;
     this.kick();
-    await this.loop;
-    while (Date.now() < end && this.opts.buffer.size > 0) {
-      const r = await this.sendOne();
+    // A send in flight may hang until its own timeout (the SDK retries while it reconnects):
+    // wait for it only until the deadline; its items are still pending and get spilled.
+    let timer: NodeJS.Timeout | undefined;
+    const inFlight = await Promise.race([
+      this.loop?.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), deadlineMs))),
+    ]);
+    clearTimeout(timer);
+    while (!inFlight && Date.now() < end && this.opts.buffer.size > 0) {
+      const r = await this.sendOne(Math.max(1, end - Date.now()));
       if (r !== 'sent') break;
     }
     await this.opts.buffer.close();
