@@ -7,6 +7,7 @@ import { Mqtt } from 'azure-iot-device-mqtt';
 import type { Config } from './config.js';
 import { buildServer } from './http/server.js';
 import { ScoringEngine } from './scoring/engine.js';
+import { configureTensorRt } from './scoring/providers.js';
 import { TelemetryBuffer } from './telemetry/buffer.js';
 import { Metrics } from './telemetry/metrics.js';
 import { TelemetryPublisher } from './telemetry/publisher.js';
@@ -187,6 +188,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     async start() {
       ca = await readCa(config.iothubCaFile);
       await store.init();
+      await configureTensorRt(config);
       const daemon = daemonInfo(new Date());
       reported.set('daemon', daemon);
       reconciler.init();

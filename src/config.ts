@@ -53,6 +53,9 @@ export interface Config {
   iothubBackoffMaxMs: number;
   telemetryBufferItems: number;
   telemetryMaxMessagesPerSec: number;
+  gpuDeviceId: number;
+  tensorrtFp16: boolean;
+  tensorrtEngineCache: boolean;
 }
 
 interface Field {
@@ -292,6 +295,27 @@ export const FIELDS = {
     default: '20',
     parse: Number,
   },
+  gpuDeviceId: {
+    env: 'GPU_DEVICE_ID',
+    doc: 'CUDA device the cuda and tensorrt providers run on.',
+    schema: { type: 'integer', minimum: 0, maximum: 63 },
+    default: '0',
+    parse: Number,
+  },
+  tensorrtFp16: {
+    env: 'TENSORRT_FP16',
+    doc: 'Let TensorRT build fp16 engines (faster on GPUs with tensor cores; check accuracy per model).',
+    schema: { type: 'boolean' },
+    default: 'true',
+    parse: parseBool,
+  },
+  tensorrtEngineCache: {
+    env: 'TENSORRT_ENGINE_CACHE',
+    doc: 'Cache built TensorRT engines under DATA_DIR/tensorrt-cache, so a restart does not rebuild them for minutes.',
+    schema: { type: 'boolean' },
+    default: 'true',
+    parse: parseBool,
+  },
 } satisfies Record<string, Field>;
 
 type FieldKey = keyof typeof FIELDS;
@@ -361,6 +385,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     iothubBackoffMaxMs: v.iothubBackoffMaxMs,
     telemetryBufferItems: v.telemetryBufferItems,
     telemetryMaxMessagesPerSec: v.telemetryMaxMessagesPerSec,
+    gpuDeviceId: v.gpuDeviceId,
+    tensorrtFp16: v.tensorrtFp16,
+    tensorrtEngineCache: v.tensorrtEngineCache,
   };
   return Object.freeze(config);
 }

@@ -71,6 +71,7 @@ export class ScoringEngine {
       ...(opts.manifest ? { manifest: opts.manifest } : {}),
       ...(opts.onPhase ? { onPhase: opts.onPhase } : {}),
       settings: opts.settings ?? this.config.scoring,
+      deviceId: this.config.gpuDeviceId,
       warmupRuns: this.config.warmupRuns,
       logger: this.logger,
       metrics: this.metrics,
