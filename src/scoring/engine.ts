@@ -91,6 +91,7 @@ export class ScoringEngine {
       1,
     );
     this.metrics.ready.set(1);
+    this.metrics.queueCapacity.set(runtime.settings.maxQueue);
     this.metrics.modelSwaps.inc({ outcome: 'success' });
     if (previous) {
       previous

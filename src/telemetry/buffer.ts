@@ -64,6 +64,10 @@ export class TelemetryBuffer {
     this.file = path.join(opts.dataDir, 'telemetry', 'pending.json');
   }
 
+  get capacity(): number {
+    return this.opts.maxItems;
+  }
+
   get size(): number {
     return this.items.length - this.head;
   }

@@ -71,6 +71,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly queueCapacity = new Gauge({
+    name: `${PREFIX}queue_capacity`,
+    help: 'The active MAX_QUEUE: frames the queue admits before answering 429.',
+    registers: [this.registry],
+  });
+
   readonly queueRejections = new Counter({
     name: `${PREFIX}queue_rejections_total`,
     help: 'Frames refused with 429 because the queue was full.',
@@ -160,6 +166,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly telemetryBufferCapacity = new Gauge({
+    name: `${PREFIX}telemetry_buffer_capacity_items`,
+    help: 'TELEMETRY_BUFFER_ITEMS: the upstream buffer bound; the oldest items are dropped beyond it.',
+    registers: [this.registry],
+  });
+
   readonly iothubConnected = new Gauge({
     name: `${PREFIX}iothub_connected`,
     help: '1 while the IoT Hub (edgeHub) connection is up; 0 otherwise (and in standalone mode).',
@@ -167,6 +179,16 @@ export class Metrics {
   });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+      // prom-client names these gauges with a `_total` suffix, which promtool refuses; the
+      // nodejs_active_{handles,requests,resources} gauges carry the same data.
+      for (const n of ['handles', 'requests', 'resources']) {
+        this.registry.removeSingleMetric(`${PREFIX}nodejs_active_${n}_total`);
+      }
+    }
+    // Counters that alerts take increase() of exist from start-up, so a first failure is seen.
+    this.modelLoads.inc({ outcome: 'success' }, 0);
+    this.modelSwaps.inc({ outcome: 'success' }, 0);
   }
 }

@@ -77,7 +77,13 @@ export class TelemetryPublisher {
   constructor(private readonly opts: PublisherOptions) {
     this.buffer = opts.buffer;
     this.settings = opts.settings;
-    for (const o of OUTPUTS) opts.metrics.telemetryBuffer.set({ output: o }, 0);
+    for (const o of OUTPUTS) {
+      opts.metrics.telemetryBuffer.set({ output: o }, 0);
+      opts.metrics.telemetryProduced.inc({ output: o }, 0);
+      opts.metrics.telemetryDelivered.inc({ output: o }, 0);
+      opts.metrics.telemetryDropped.inc({ output: o }, 0);
+    }
+    opts.metrics.telemetryBufferCapacity.set(opts.buffer.capacity);
   }
 
   setSettings(settings: TelemetrySettings): void {
