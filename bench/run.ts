@@ -3,7 +3,7 @@
  *  (a) the in-process limit: the daemon's own decode, pre-processing and inference code driven
  *      directly (no HTTP), with decode overlapped with inference and the best batch size / worker
  *      arrangement found in the run, plus its single-frame latency;
- *  (b) the daemon end to end over HTTP (autocannon): saturated, at half that rate, and at one
+ *  (b) the daemon end to end over HTTP (closed-loop undici clients): saturated, at half that rate, and at one
  *      connection;
  *  (c) the Python peer integrators deploy today (bench/peer: gunicorn 2 workers + Flask + OpenCV
  *      DNN on a static-shape copy of the model), saturated.
@@ -13,13 +13,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
 import { pino } from 'pino';
 import sharp from 'sharp';
+import { Pool } from 'undici';
 import type { ScoringSettings } from '../src/config.js';
 import { ModelRuntime } from '../src/scoring/model-runtime.js';
 import { prepareFrame, type FrameInput } from '../src/scoring/preprocess.js';
@@ -190,35 +190,73 @@ async function inProcessSingle(runtime: ModelRuntime, frames: FrameInput[], coun
   };
 }
 
+/**
+ * The load client: `connections` closed-loop lanes (each sends the next frame when the previous
+ * answer arrived), or, with `rate`, an open loop that offers that many frames per second spread
+ * over the lanes. undici reconnects per request where a server closes connections (the peer's
+ * gunicorn sync workers answer `Connection: close`), which keeps latencies attributed correctly.
+ */
 async function load(
   url: string,
   frames: Buffer[],
   opts: { connections: number; seconds: number; rate?: number },
 ): Promise<Point> {
-  let i = 0;
-  // A short warm-up so connection set-up and first allocations stay out of the figures.
-  const run = (seconds: number): Promise<autocannon.Result> =>
-    autocannon({
-      url,
-      method: 'POST',
-      connections: opts.connections,
-      duration: seconds,
-      ...(opts.rate ? { overallRate: opts.rate } : {}),
-      headers: { 'content-type': 'image/jpeg' },
-      requests: [
-        {
-          setupRequest: (req) => ({ ...req, body: frames[i++ % frames.length] }),
-        },
-      ],
-    });
-  await run(2);
-  const r = await run(opts.seconds);
-  return {
-    framesPerSec: r.requests.total / opts.seconds,
-    p50Ms: r.latency.p50,
-    p99Ms: r.latency.p99,
-    errors: r.errors + r.non2xx + r.timeouts,
+  const pool = new Pool(new URL(url).origin, { connections: opts.connections, pipelining: 1 });
+  const path = new URL(url).pathname;
+  let next = 0;
+  const one = async (): Promise<{ ok: boolean; ms: number }> => {
+    const t0 = performance.now();
+    try {
+      const res = await pool.request({
+        path,
+        method: 'POST',
+        body: frames[next++ % frames.length],
+        headers: { 'content-type': 'image/jpeg' },
+      });
+      await res.body.arrayBuffer();
+      return { ok: res.statusCode === 200, ms: performance.now() - t0 };
+    } catch {
+      return { ok: false, ms: performance.now() - t0 };
+    }
   };
+  const run = async (seconds: number): Promise<Point> => {
+    const latencies: number[] = [];
+    let errors = 0;
+    const end = performance.now() + seconds * 1000;
+    const record = (r: { ok: boolean; ms: number }): void => {
+      if (r.ok) latencies.push(r.ms);
+      else errors++;
+    };
+    if (opts.rate) {
+      const interval = 1000 / opts.rate;
+      const inflight: Promise<void>[] = [];
+      for (let t = performance.now(); t < end; t += interval) {
+        const wait = t - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        inflight.push(one().then(record));
+      }
+      await Promise.all(inflight);
+    } else {
+      await Promise.all(
+        Array.from({ length: opts.connections }, async () => {
+          while (performance.now() < end) record(await one());
+        }),
+      );
+    }
+    latencies.sort((a, b) => a - b);
+    return {
+      framesPerSec: latencies.length / seconds,
+      p50Ms: percentile(latencies, 50),
+      p99Ms: percentile(latencies, 99),
+      errors,
+    };
+  };
+  try {
+    await run(2); // warm-up: connections, first allocations
+    return await run(opts.seconds);
+  } finally {
+    await pool.close();
+  }
 }
 
 async function startDaemonProcess(
@@ -356,7 +394,7 @@ async function main(): Promise<void> {
 
     const result = {
       date: new Date().toISOString(),
-      machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version },
+      machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, loadAvgAtStart: load1 },
       seconds: SECONDS,
       frames: { count: jpegs.length, width: FRAME_W, height: FRAME_H, bytes: jpegs[0]!.length },
       model: 'ResNet-18-like 224x224, dynamic batch (peer: batch 1)',
