@@ -313,7 +313,8 @@ async function main(): Promise<void> {
       `edge-scorer bench: ${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), node ${process.version}, ${SECONDS}s per point`,
     );
     const load1 = loadavg()[0]!;
-    if (load1 > 0.5) log(`warning: load average ${load1.toFixed(2)} before the run; other work skews every figure`);
+    if (load1 > 0.5)
+      log(`warning: load average ${load1.toFixed(2)} before the run; other work skews every figure`);
     const dyn = await writeModelDir(
       path.join(work, 'dynamic'),
       buildResNetLike({ batch: 'dynamic' }),

@@ -18,17 +18,27 @@ async function main(): Promise<void> {
   const logger = createLogger(config);
   const app = createApp(config, logger);
 
+  /**
+   * Exits now, even while an inference runs: process.exit() would tear down the worker threads
+   * under onnxruntime, whose binding then aborts the process (SIGABRT, a core dump). A SIGKILL
+   * of ourselves ends the process at once; the orchestrator sees 137, as for any forced stop.
+   */
+  const forceExit = (): never => {
+    process.kill(process.pid, 'SIGKILL');
+    throw new Error('unreachable');
+  };
+
   let signals = 0;
   const shutdown = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
       logger.warn({ component: 'main', signal }, 'second signal: exiting now');
-      process.exit(130);
+      forceExit();
     }
     logger.info({ component: 'main', signal }, 'stopping');
     const deadline = setTimeout(() => {
       logger.error({ component: 'main', timeoutMs: config.shutdownTimeoutMs }, 'graceful stop timed out');
-      process.exit(1);
+      forceExit();
     }, config.shutdownTimeoutMs);
     deadline.unref();
     app.stop().then(

@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import type { ScoringEngine } from '../scoring/engine.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { FrameResult } from '../telemetry/publisher.js';
+import { EdgeError, ErrorCodes } from '../errors.js';
 import { registerErrorHandling } from './errors.js';
 import { healthRoutes } from './health-routes.js';
 import { metricsRoute } from './metrics-route.js';
@@ -35,10 +36,24 @@ export async function buildServer({
     requestTimeout: config.requestTimeoutMs,
     connectionTimeout: config.requestTimeoutMs,
     routerOptions: { maxParamLength: 200 },
-    return503OnClosing: true,
+    // Our own hook answers 503 EDGE_ERR_NOT_READY while closing (fastify's would skip our error format).
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
   });
   registerErrorHandling(app);
+  // Graceful stop: requests already accepted finish; new ones get 503, and every answer sent while
+  // closing says `Connection: close`, because Node's close() only ends connections that are idle
+  // at that moment and keep-alive clients would otherwise hold the server open until the deadline.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async () => {
+    if (closing) throw new EdgeError(ErrorCodes.NOT_READY, 'the daemon is stopping');
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
     const outcome = reply.errorCode ?? `${Math.floor(reply.statusCode / 100)}xx`;

@@ -55,7 +55,7 @@ type ModelReport = {
   lastError?: { code: string } | null;
   previousVersion?: string | null;
 };
-const modelOf = (r: JsonObject): ModelReport => (r.model ?? {});
+const modelOf = (r: JsonObject): ModelReport => r.model ?? {};
 
 async function servingVersion(d: Daemon): Promise<string | undefined> {
   const r = await request(`${d.url}/v1/model`);
