@@ -330,7 +330,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   const values: Partial<Record<FieldKey, unknown>> = {};
   const problems: string[] = [];
   for (const [key, f] of Object.entries(FIELDS) as [FieldKey, Field][]) {
-    const raw = env[f.env] === '' ? undefined : (env[f.env] ?? f.default);
+    // An empty variable means "not set": the default applies (HOST= must not bind every interface).
+    const given = env[f.env];
+    const raw = given === undefined || given === '' ? f.default : given;
     if (raw === undefined) continue;
     const value = f.parse ? f.parse(raw.trim()) : raw;
     const validate = ajv.compile(f.schema);

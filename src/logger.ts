@@ -14,6 +14,9 @@ export const REDACT_PATHS = [
   '*.sharedAccessSignature',
   'url',
   '*.url',
+  // Raw request bytes of a client error hold the Authorization header.
+  'err.rawPacket',
+  '*.rawPacket',
 ];
 
 export function createLogger(config: Pick<Config, 'logLevel'>, destination?: DestinationStream): Logger {

@@ -33,8 +33,40 @@ export function sendError(reply: FastifyReply, e: EdgeError): FastifyReply {
     );
   reply.errorCode = e.code;
   // Internal details stay in the log; clients get the code and a message meant for them.
-  const message = e.code === ErrorCodes.INTERNAL ? 'internal error' : e.message;
+  const message =
+    e.code === ErrorCodes.INTERNAL
+      ? 'internal error'
+      : e.code === ErrorCodes.INFERENCE_FAILED
+        ? 'inference failed for this frame'
+        : e.message;
   return reply.code(status).send({ error: { code: e.code, message } });
+}
+
+const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
+  HPE_HEADERS_TIMEOUT: [408, 'Request Timeout'],
+};
+
+/**
+ * Errors Node's HTTP parser raises before a request reaches fastify (malformed heads, oversized
+ * headers, timeouts) answered in the daemon's error format, without echoing any request bytes.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
+  if (!socket.writable || (err.code && ['ECONNRESET', 'EPIPE'].includes(err.code))) {
+    socket.destroy();
+    return;
+  }
+  const [status, text] = CLIENT_ERROR_STATUS[err.code ?? ''] ?? [400, 'Bad Request'];
+  const body = JSON.stringify({
+    error: {
+      code: ErrorCodes.BAD_REQUEST,
+      message: status === 408 ? 'request timed out' : 'malformed HTTP request',
+    },
+  });
+  socket.end(
+    `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 export function registerErrorHandling(app: FastifyInstance): void {

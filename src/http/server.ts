@@ -5,7 +5,7 @@ import type { ScoringEngine } from '../scoring/engine.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { FrameResult } from '../telemetry/publisher.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
-import { registerErrorHandling } from './errors.js';
+import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { healthRoutes } from './health-routes.js';
 import { metricsRoute } from './metrics-route.js';
 import { modelRoutes } from './model-routes.js';
@@ -34,13 +34,35 @@ export async function buildServer({
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
     requestTimeout: config.requestTimeoutMs,
-    connectionTimeout: config.requestTimeoutMs,
+    // Node checks request deadlines on this interval (30 s by default): slow senders must be cut
+    // off near REQUEST_TIMEOUT_MS. No idle timeout on the socket: a frame may wait in the queue.
+    // Cameras on loopback may omit Host; Node would answer that 400 itself, outside our error format.
+    http: { connectionsCheckingInterval: 250, requireHostHeader: false },
+    clientErrorHandler,
     routerOptions: { maxParamLength: 200 },
     // Our own hook answers 503 EDGE_ERR_NOT_READY while closing (fastify's would skip our error format).
     return503OnClosing: false,
     forceCloseConnections: 'idle',
   });
   registerErrorHandling(app);
+  // Node answers an unknown `Expect` with a bare 417 unless someone listens; answer in our format.
+  app.server.on('checkExpectation', (_req, res) => {
+    const body = JSON.stringify({
+      error: { code: ErrorCodes.BAD_REQUEST, message: 'unsupported Expect header' },
+    });
+    res.writeHead(417, { 'content-type': 'application/json', connection: 'close' }).end(body);
+  });
+  // Node's request timeout covers the head; a body trickled in a byte at a time is cut off here.
+  app.addHook('onRequest', async (request) => {
+    const raw = request.raw;
+    if (raw.complete) return;
+    const timer = setTimeout(() => {
+      if (!raw.complete) raw.socket.destroy();
+    }, config.requestTimeoutMs);
+    timer.unref();
+    raw.once('end', () => clearTimeout(timer));
+    raw.once('close', () => clearTimeout(timer));
+  });
   // Graceful stop: requests already accepted finish; new ones get 503, and every answer sent while
   // closing says `Connection: close`, because Node's close() only ends connections that are idle
   // at that moment and keep-alive clients would otherwise hold the server open until the deadline.

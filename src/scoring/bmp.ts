@@ -24,6 +24,16 @@ const undecodable = (why: string): EdgeError =>
  * Checks the pixel count against `maxPixels` from the header, before touching pixel data.
  */
 export function readBmp(buf: Buffer, maxPixels: number): BmpPixels {
+  try {
+    return parseBmp(buf, maxPixels);
+  } catch (err) {
+    // A header cut short makes Buffer reads run past the end.
+    if (err instanceof RangeError) throw undecodable('truncated header');
+    throw err;
+  }
+}
+
+function parseBmp(buf: Buffer, maxPixels: number): BmpPixels {
   if (buf.length < 26 || buf.toString('latin1', 0, 2) !== 'BM') throw undecodable('no BMP signature');
   const dataOffset = buf.readUInt32LE(10);
   const dibSize = buf.readUInt32LE(14);
@@ -95,12 +105,36 @@ function packRows(buf: Buffer, offset: number, width: number, height: number, ch
   return out;
 }
 
+/**
+ * The JavaScript decoder blocks the event loop for the whole image, so it only gets small,
+ * uncompressed images whose pixel data is actually present. RLE-compressed BMPs (a few bytes can
+ * declare a huge image) are refused: cameras do not write them.
+ */
+const FALLBACK_MAX_PIXELS = 4096 * 4096;
+
 function fallback(buf: Buffer, maxPixels: number): BmpPixels {
   // OS/2 headers keep 16-bit dimensions at offset 18; check them before bmp-ts allocates.
   const dibSize = buf.readUInt32LE(14);
-  const width = dibSize === 12 ? buf.readUInt16LE(18) : Math.abs(buf.readInt32LE(18));
-  const height = dibSize === 12 ? buf.readUInt16LE(20) : Math.abs(buf.readInt32LE(22));
+  const os2 = dibSize === 12;
+  const width = os2 ? buf.readUInt16LE(18) : Math.abs(buf.readInt32LE(18));
+  const height = os2 ? buf.readUInt16LE(20) : Math.abs(buf.readInt32LE(22));
+  const bpp = buf.readUInt16LE(os2 ? 24 : 28);
+  const compression = os2 || buf.length < 34 ? 0 : buf.readUInt32LE(30);
   checkPixels(width, height, maxPixels);
+  if (compression === 1 || compression === 2 || compression === 4 || compression === 5) {
+    throw new EdgeError(
+      ErrorCodes.UNSUPPORTED_MEDIA_TYPE,
+      'compressed (RLE, JPEG or PNG in BMP) BMP frames are not accepted',
+    );
+  }
+  if (width * height > FALLBACK_MAX_PIXELS) {
+    throw new EdgeError(
+      ErrorCodes.FRAME_TOO_LARGE,
+      `a ${bpp}-bit BMP is accepted up to ${FALLBACK_MAX_PIXELS} pixels`,
+    );
+  }
+  const stride = Math.ceil((width * bpp) / 32) * 4;
+  if (buf.readUInt32LE(10) + stride * height > buf.length) throw undecodable('truncated pixel data');
   let decoded: { width: number; height: number; data: Buffer };
   try {
     decoded = bmpTs.decode(buf, { toRGBA: true });

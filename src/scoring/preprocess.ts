@@ -75,7 +75,10 @@ async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<
   const { body } = frame;
   if (body.length === 0) throw new EdgeError(ErrorCodes.FRAME_UNDECODABLE, 'the frame body is empty');
   if (frame.mediaType === 'application/octet-stream') return openRaw(body, frame.raw, limits);
-  if (frame.mediaType === 'image/bmp') {
+  // The bytes decide: a BMP is recognised by its signature under any image type, and a body sent
+  // as image/bmp that is not one goes to the general decoder (which refuses what it must).
+  const isBmp = body.length >= 2 && body[0] === 0x42 && body[1] === 0x4d;
+  if (isBmp) {
     const bmp = readBmp(body, limits.maxPixels);
     let image = sharp(bmp.data, { raw: { width: bmp.width, height: bmp.height, channels: bmp.channels } });
     if (bmp.channels === 4) {

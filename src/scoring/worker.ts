@@ -128,7 +128,12 @@ async function run(req: RunRequest): Promise<WorkerReply> {
       ? new ort.Tensor('float32', new Float32Array(data), [batch, ...dims])
       : new ort.Tensor('uint8', new Uint8Array(data), [batch, ...dims]);
   const t0 = performance.now();
-  const results = await session.run({ [inputName]: tensor });
+  let results: ort.InferenceSession.ReturnType;
+  try {
+    results = await session.run({ [inputName]: tensor });
+  } catch (err) {
+    throw new EdgeError(ErrorCodes.INFERENCE_FAILED, err instanceof Error ? err.message : String(err));
+  }
   const t1 = performance.now();
   const outputs: Record<string, OutputTensor> = {};
   const frames = req.geometries.length;

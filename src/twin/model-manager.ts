@@ -56,6 +56,8 @@ interface Target {
   settings: ScoringSettings;
   version: string | undefined;
   name: string | undefined;
+  /** A model file outside the cache (MODEL_PATH or the bundled model); never downloaded. */
+  path?: string;
 }
 
 const stable = (v: unknown): string =>
@@ -158,7 +160,11 @@ export class ModelManager {
     }
     try {
       const info = await engine.activate({ modelPath: this.deps.fallbackModelPath, settings });
-      this.activated(info, this.targetFor(info.sha256, {}, settings), null);
+      this.activated(
+        info,
+        { ...this.targetFor(info.sha256, {}, settings), path: this.deps.fallbackModelPath },
+        null,
+      );
     } catch (err) {
       this.fail(isEdgeError(err) ? err : new EdgeError(ErrorCodes.MODEL_LOAD_FAILED, String(err)));
     }
@@ -257,7 +263,7 @@ export class ModelManager {
     const started = Date.now();
     const tmp = store.tempPath();
     try {
-      if (!(await store.has(target.sha256))) {
+      if (!target.path && !(await store.has(target.sha256))) {
         if (!desired) throw new EdgeError(ErrorCodes.NOT_FOUND, `model ${target.sha256} is not in the cache`);
         this.setReport({ status: 'downloading' });
         logger.info(
@@ -282,7 +288,7 @@ export class ModelManager {
       if (signal.aborted) throw new EdgeError(ErrorCodes.CANCELLED, 'superseded by a newer desired state');
       const previous = this.report.status === 'active' || this.report.version ? this.report.version : null;
       const info = await engine.activate({
-        modelPath: store.modelPath(target.sha256),
+        modelPath: target.path ?? store.modelPath(target.sha256),
         manifest: target.manifest,
         settings: target.settings,
         onPhase: (phase) => this.setReport({ status: phase }),
@@ -294,7 +300,8 @@ export class ModelManager {
           'activated, but a newer desired state follows',
         );
       }
-      await store.markActive(target.sha256, info.manifest);
+      // Only cached models become last known good; MODEL_PATH is served from where it is.
+      if (!target.path) await store.markActive(target.sha256, info.manifest);
       await store
         .prune()
         .catch((err: unknown) => logger.warn({ component: 'model', err }, 'pruning the model cache failed'));
