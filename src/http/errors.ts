@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { EdgeError, ErrorCodes, isEdgeError, type ErrorCode } from '../errors.js';
 
@@ -52,7 +53,7 @@ const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
  * Errors Node's HTTP parser raises before a request reaches fastify (malformed heads, oversized
  * headers, timeouts) answered in the daemon's error format, without echoing any request bytes.
  */
-export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
   if (!socket.writable || (err.code && ['ECONNRESET', 'EPIPE'].includes(err.code))) {
     socket.destroy();
     return;
