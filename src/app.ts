@@ -128,6 +128,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       },
       logger,
       requestTimeoutMs: config.twinTimeoutMs,
+      refreshIntervalMs: config.twinRefreshMs,
       backoffInitialMs: 1000,
       backoffMaxMs: config.iothubBackoffMaxMs,
       methods,
@@ -193,7 +194,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       reported.set('daemon', daemon);
       reconciler.init();
       if (publisher) {
-        await publisher.buffer.load();
+        await publisher.restore();
         publisher.start();
         publisher.event({ event: 'daemon-started', daemon });
       }

@@ -49,6 +49,7 @@ export interface Config {
   modelDownloadTimeoutMs: number;
   modelCacheVersions: number;
   twinTimeoutMs: number;
+  twinRefreshMs: number;
   reportedMinIntervalMs: number;
   iothubBackoffMaxMs: number;
   telemetryBufferItems: number;
@@ -267,6 +268,13 @@ export const FIELDS = {
     default: '15000',
     parse: Number,
   },
+  twinRefreshMs: {
+    env: 'TWIN_REFRESH_MS',
+    doc: 'Full twin GET this often while connected, ms: catches desired changes missed during reconnects the SDK makes on its own (SAS token renewal).',
+    schema: { type: 'integer', minimum: 500, maximum: 86400000 },
+    default: '300000',
+    parse: Number,
+  },
   reportedMinIntervalMs: {
     env: 'REPORTED_MIN_INTERVAL_MS',
     doc: 'Reported-property updates are coalesced and sent at most once per this interval, ms.',
@@ -383,6 +391,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     modelDownloadTimeoutMs: v.modelDownloadTimeoutMs,
     modelCacheVersions: v.modelCacheVersions,
     twinTimeoutMs: v.twinTimeoutMs,
+    twinRefreshMs: v.twinRefreshMs,
     reportedMinIntervalMs: v.reportedMinIntervalMs,
     iothubBackoffMaxMs: v.iothubBackoffMaxMs,
     telemetryBufferItems: v.telemetryBufferItems,

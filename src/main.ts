@@ -64,6 +64,7 @@ async function main(): Promise<void> {
     await app.start();
   } catch (err) {
     logger.fatal({ component: 'main', err }, 'start failed');
+    setTimeout(forceExit, config.shutdownTimeoutMs).unref();
     await app.stop();
     process.exit(1);
   }

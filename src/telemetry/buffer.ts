@@ -43,6 +43,9 @@ interface Snapshot {
 export class TelemetryBuffer {
   private items: Item[] = [];
   private head = 0;
+  /** Items at or after the head that were delivered or dropped out of order. */
+  private readonly done = new Set<Item>();
+  private waiting = 0;
   private nextSeq = 1;
   private readonly accounts = new Map<Output, Account>(
     OUTPUTS.map((o) => [o, { produced: 0, delivered: 0, dropped: 0, pending: 0 }]),
@@ -68,8 +71,9 @@ export class TelemetryBuffer {
     return this.opts.maxItems;
   }
 
+  /** Items waiting (neither delivered nor dropped). */
   get size(): number {
-    return this.items.length - this.head;
+    return this.waiting;
   }
 
   account(output: Output): Account {
@@ -102,34 +106,51 @@ export class TelemetryBuffer {
   }
 
   private enqueue(item: Item): void {
-    if (this.size >= this.opts.maxItems) {
+    if (this.waiting >= this.opts.maxItems) {
       const oldest = this.items[this.head]!;
-      this.head++;
+      this.done.add(oldest);
+      this.waiting--;
       const a = this.accounts.get(oldest.output)!;
       a.dropped++;
       a.pending--;
       this.opts.onDrop?.(oldest);
+      this.advance();
     }
     this.items.push(item);
+    this.waiting++;
     const a = this.accounts.get(item.output)!;
     a.produced++;
     a.pending++;
-    this.compact();
     this.markDirty();
   }
 
+  /** Moves the head past items already delivered or dropped. */
+  private advance(): void {
+    while (this.head < this.items.length && this.done.has(this.items[this.head]!)) {
+      this.done.delete(this.items[this.head]!);
+      this.head++;
+    }
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+
   /**
-   * The next message's items: oldest first, all of one output and group, at most `maxItems`,
-   * whose bodies fit `maxBytes` together.
+   * The next message's items: the oldest waiting item and the following ones of the same output
+   * and group (ok and defect results interleave; each group still fills whole messages), at most
+   * `maxItems`, whose bodies fit `maxBytes` together. The scan is bounded so a large backlog does
+   * not cost a pass over all of it per message.
    */
   peekBatch(maxItems: number, maxBytes: number): Item[] {
     const first = this.items[this.head];
     if (!first) return [];
     const batch: Item[] = [first];
     let bytes = first.bytes;
-    for (let i = this.head + 1; i < this.items.length && batch.length < maxItems; i++) {
+    const scanEnd = Math.min(this.items.length, this.head + maxItems * 8);
+    for (let i = this.head + 1; i < scanEnd && batch.length < maxItems; i++) {
       const it = this.items[i]!;
-      if (it.output !== first.output || it.group !== first.group) break;
+      if (this.done.has(it) || it.output !== first.output || it.group !== first.group) continue;
       if (bytes + it.bytes + 1 > maxBytes) break;
       bytes += it.bytes + 1;
       batch.push(it);
@@ -137,25 +158,24 @@ export class TelemetryBuffer {
     return batch;
   }
 
-  /** Marks the oldest items delivered (they are still at the head unless dropped meanwhile). */
+  /** Marks a sent batch delivered; items dropped while it was in flight stay counted as dropped. */
   delivered(batch: Item[]): void {
-    const seqs = new Set(batch.map((b) => b.seq));
-    while (this.head < this.items.length && seqs.has(this.items[this.head]!.seq)) {
-      const it = this.items[this.head]!;
-      this.head++;
+    for (const it of batch) {
+      if (this.done.has(it) || !this.isWaiting(it)) continue;
+      this.done.add(it);
+      this.waiting--;
       const a = this.accounts.get(it.output)!;
       a.delivered++;
       a.pending--;
     }
-    this.compact();
+    this.advance();
     this.markDirty();
   }
 
-  private compact(): void {
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
+  private isWaiting(it: Item): boolean {
+    // Items are in sequence order; anything before the head was delivered or dropped.
+    const head = this.items[this.head];
+    return head !== undefined && it.seq >= head.seq;
   }
 
   private markDirty(): void {
@@ -173,7 +193,11 @@ export class TelemetryBuffer {
     this.spilling = (async () => {
       await this.spilling;
       this.dirty = false;
-      const snap: Snapshot = { version: 1, nextSeq: this.nextSeq, items: this.items.slice(this.head) };
+      const snap: Snapshot = {
+        version: 1,
+        nextSeq: this.nextSeq,
+        items: this.items.slice(this.head).filter((it) => !this.done.has(it)),
+      };
       const tmp = `${this.file}.${process.pid}.tmp`;
       try {
         await mkdir(path.dirname(this.file), { recursive: true });

@@ -86,6 +86,16 @@ export class TelemetryPublisher {
     opts.metrics.telemetryBufferCapacity.set(opts.buffer.capacity);
   }
 
+  /** Restores what a previous process spilled; restored items count as produced by this one. */
+  async restore(): Promise<void> {
+    await this.opts.buffer.load();
+    for (const o of OUTPUTS) {
+      const restored = this.opts.buffer.account(o).produced;
+      if (restored > 0) this.opts.metrics.telemetryProduced.inc({ output: o }, restored);
+    }
+    this.updateGauges();
+  }
+
   setSettings(settings: TelemetrySettings): void {
     const restartStats = settings.statsIntervalSec !== this.settings.statsIntervalSec;
     this.settings = settings;

@@ -18,6 +18,11 @@ export interface IotHubConnectionOptions {
   backoffInitialMs: number;
   backoffMaxMs: number;
   methods: Record<string, MethodHandler>;
+  /**
+   * Full twin GET this often while connected. Reconnects the SDK makes on its own (SAS token
+   * renewal) emit no event, and a desired change made during one is never delivered.
+   */
+  refreshIntervalMs: number;
 }
 
 interface Events {
@@ -60,6 +65,7 @@ export class IotHubConnection extends EventEmitter<Events> {
   private wake: (() => void) | undefined;
   private loop: Promise<void> | undefined;
   private generation = 0;
+  private refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: IotHubConnectionOptions) {
     super();
@@ -101,6 +107,7 @@ export class IotHubConnection extends EventEmitter<Events> {
           continue;
         }
       }
+      if (this.stopped) break;
       // Connected: wait until something asks for a reconnect (disconnect, twin timeout) or stop.
       await new Promise<void>((resolve) => (this.wake = resolve));
       this.wake = undefined;
@@ -165,8 +172,13 @@ export class IotHubConnection extends EventEmitter<Events> {
     twin.on('properties.desired', () => {
       if (gen === this.generation) this.emit('desired', { ...twin.properties.desired });
     });
+    if (this.stopped) return;
     this.setState('connected');
     this.emit('desired', { ...twin.properties.desired });
+    this.refreshTimer = setInterval(() => {
+      if (gen === this.generation && this.stateValue === 'connected') void this.refreshTwin('periodic');
+    }, this.opts.refreshIntervalMs);
+    this.refreshTimer.unref();
   }
 
   /** Full twin GET and reconcile; a timeout means the subscriptions are gone: recreate. */
@@ -175,7 +187,7 @@ export class IotHubConnection extends EventEmitter<Events> {
     if (!twin) return;
     try {
       await withDeadline(twin.get(), this.opts.requestTimeoutMs, 'twin GET');
-      this.opts.logger.info({ component: 'iothub', reason }, 'twin refreshed');
+      if (reason !== 'periodic') this.opts.logger.info({ component: 'iothub', reason }, 'twin refreshed');
       this.emit('desired', { ...twin.properties.desired });
     } catch (err) {
       this.recreate(`twin GET failed after ${reason}: ${err instanceof Error ? err.message : String(err)}`);
@@ -213,6 +225,8 @@ export class IotHubConnection extends EventEmitter<Events> {
   }
 
   private async teardown(): Promise<void> {
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    this.refreshTimer = undefined;
     const client = this.client;
     this.client = undefined;
     this.twin?.removeAllListeners();
