@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import azureIotDevice, { type Message } from 'azure-iot-device';
 import type { Logger } from 'pino';
 import type { TelemetrySettings } from '../twin/desired.js';
 import type { LifecycleEvent } from '../twin/model-manager.js';
+import { Waker } from '../util/waker.js';
 import type { Metrics } from './metrics.js';
 import { OUTPUTS, type Item, type Output, type TelemetryBuffer } from './buffer.js';
 
@@ -58,7 +60,7 @@ export class TelemetryPublisher {
   private settings: TelemetrySettings;
   private sender: OutputSender | undefined;
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private readonly waker = new Waker();
   private stopped = false;
   private statsTimer: NodeJS.Timeout | undefined;
   private readonly instance = randomUUID().slice(0, 8);
@@ -190,24 +192,19 @@ export class TelemetryPublisher {
   }
 
   private kick(): void {
-    this.wake?.();
+    this.waker.wake();
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
+    return this.waker.sleep(ms);
   }
 
   private async run(): Promise<void> {
     while (!this.stopped) {
       const sent = await this.sendOne();
       if (sent === 'sent') {
-        await this.sleep(1000 / this.opts.maxMessagesPerSec);
+        // Pacing is a hard bound: a kick must not cut it short, or a backlog drains in a burst.
+        await delay(1000 / this.opts.maxMessagesPerSec);
       } else if (sent === 'failed') {
         await this.sleep(2000);
       } else {

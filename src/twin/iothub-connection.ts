@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Message, ModuleClient, Twin } from 'azure-iot-device';
 import { EdgeError, ErrorCodes } from '../errors.js';
+import { Waker } from '../util/waker.js';
 
 /** A direct method handler: resolves with the status and payload the caller receives. */
 export type MethodHandler = (payload: unknown) => Promise<{ status: number; payload: unknown }>;
@@ -62,7 +63,7 @@ export class IotHubConnection extends EventEmitter<Events> {
   private twin: Twin | undefined;
   private stateValue: ConnectionState = 'disconnected';
   private stopped = false;
-  private wake: (() => void) | undefined;
+  private readonly waker = new Waker();
   private loop: Promise<void> | undefined;
   private generation = 0;
   private refreshTimer: NodeJS.Timeout | undefined;
@@ -109,19 +110,12 @@ export class IotHubConnection extends EventEmitter<Events> {
       }
       if (this.stopped) break;
       // Connected: wait until something asks for a reconnect (disconnect, twin timeout) or stop.
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = undefined;
+      await this.waker.sleep();
     }
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
+    return this.waker.sleep(ms);
   }
 
   /** Drops the client and reconnects from scratch (used when the twin stops answering). */
@@ -130,7 +124,7 @@ export class IotHubConnection extends EventEmitter<Events> {
     this.opts.logger.warn({ component: 'iothub', reason }, 'recreating the IoT Hub client');
     void this.teardown().then(() => {
       this.setState('disconnected', reason);
-      this.wake?.();
+      this.waker.wake();
     });
   }
 
@@ -246,7 +240,7 @@ export class IotHubConnection extends EventEmitter<Events> {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.wake?.();
+    this.waker.wake();
     await this.loop;
     await this.teardown();
     this.stateValue = 'stopped';
