@@ -206,7 +206,8 @@ export class TelemetryPublisher {
         // Pacing is a hard bound: a kick must not cut it short, or a backlog drains in a burst.
         await delay(1000 / this.opts.maxMessagesPerSec);
       } else if (sent === 'failed') {
-        await this.sleep(2000);
+        // A hard backoff too: new items must not turn a failing link into a tight retry loop.
+        await delay(2000);
       } else {
         await this.sleep(this.settings.flushIntervalMs);
       }
