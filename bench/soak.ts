@@ -3,7 +3,7 @@
  * the IoT Hub emulator, under sustained load from line cameras, with periodic hot swaps through
  * the module twin and periodic broker restarts (with and without sessions). Every
  * `--sample-every` seconds it samples the daemon's RSS and open file descriptors (/proc), the
- * event-loop delay p99 (`edge_scorer_event_loop_delay_seconds{quantile="0.99"}`, reset at each scrape, so
+ * event-loop delay p99 (`edge_scorer_event_loop_delay_seconds{stat="p99"}`, reset at each scrape, so
  * it covers the interval since the previous sample) and the telemetry account (produced /
  * delivered / dropped / pending from /metrics, plus the frame ids the emulator received). At the
  * end: RSS slope (least squares after the warm-up), fd min/max, event-loop p99 max, and results
@@ -398,7 +398,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         rssMiB: round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]) / 1024),
         fds: fdList.length,
         eventLoopP99Ms: round(
-          metricValue(s, 'edge_scorer_event_loop_delay_seconds', { quantile: '0.99' }) * 1000,
+          metricValue(s, 'edge_scorer_event_loop_delay_seconds', { stat: 'p99' }) * 1000,
           2,
         ),
         requests: { ok: ledger.okCount, failed: ledger.failed },

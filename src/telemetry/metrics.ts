@@ -198,8 +198,8 @@ export class Metrics {
   }
 
   /**
-   * `edge_scorer_event_loop_delay_seconds{quantile}`: how late a 10 ms timer fired, over the
-   * interval since the previous scrape (p50, p99 and the max as quantile "1"). Node's histogram
+   * `edge_scorer_event_loop_delay_seconds{stat}`: how late a 10 ms timer fired, over the
+   * interval since the previous scrape (stat p50, p99, max; not a `quantile` label, which promtool keeps to summaries). Node's histogram
    * records the time between timer ticks, interval included, so an idle loop reads ~10-11 ms
    * there, and so does prom-client's `nodejs_eventloop_lag_p99_seconds`; here the interval is
    * subtracted, so an idle loop reads ~0 and the figure is the delay a request would have seen.
@@ -210,15 +210,15 @@ export class Metrics {
     const delay = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS) / 1000;
     new Gauge({
       name: `${PREFIX}event_loop_delay_seconds`,
-      help: 'Event-loop delay since the previous scrape: p50, p99 and max (quantile "1").',
-      labelNames: ['quantile'] as const,
+      help: 'Event-loop delay since the previous scrape, by stat (p50, p99, max).',
+      labelNames: ['stat'] as const,
       registers: [this.registry],
       collect() {
         // No tick since the previous scrape (a scrape right after another): report nothing new.
         if (h.count === 0) return;
-        this.set({ quantile: '0.5' }, delay(h.percentile(50)));
-        this.set({ quantile: '0.99' }, delay(h.percentile(99)));
-        this.set({ quantile: '1' }, delay(h.max));
+        this.set({ stat: 'p50' }, delay(h.percentile(50)));
+        this.set({ stat: 'p99' }, delay(h.percentile(99)));
+        this.set({ stat: 'max' }, delay(h.max));
         h.reset();
       },
     });
