@@ -14,7 +14,8 @@
  * --defect-every 50 (every n-th frame of a client is a defect),
  * --swap-every 60 (s), --restart-every 300 (s) (both shorter for runs under 8 and 15 minutes),
  * --restart-downtime 2 (s), --sample-every 10 (s),
- * --warmup S (default: a fifth of the run, at most 120 s), --port P.
+ * --warmup S (default: the first cycle of broker restarts, 2 × restart-every, at most a third of
+ * the run), --port P. The daemon runs with MALLOC_ARENA_MAX=2, as in the images.
  *
  * `runSoak(opts)` is the same run as a function (test/integration/soak.test.ts runs a short one).
  */
@@ -60,7 +61,10 @@ export interface SoakOptions {
   restartDowntimeSec?: number;
   /** Sampling period, seconds. Default 10. */
   sampleEverySec?: number;
-  /** Samples before this (seconds into the loaded phase) are left out of the RSS slope. */
+  /**
+   * Samples before this (seconds into the loaded phase) are left out of the RSS slope. Default:
+   * the first cycle of broker restarts (2 × restartEverySec), at most a third of the run.
+   */
   warmupSec?: number;
   /** HTTP port of the daemon; a free one by default. */
   port?: number;
@@ -108,6 +112,8 @@ export interface SoakResult {
     endMiB: number;
     maxMiB: number;
     slopeMiBPerHour: number;
+    /** Half-width of the slope's 95 % confidence interval; a slope inside ±this is no detectable trend. */
+    slopeCi95MiBPerHour: number;
     samplesInSlope: number;
     /** Minutes between the first and last sample of the slope; under ~10 the warm-up dominates. */
     slopeSpanMin: number;
@@ -199,14 +205,22 @@ class Ledger {
   }
 }
 
-function leastSquaresSlope(points: { x: number; y: number }[]): number {
+/**
+ * Least-squares slope of y over x, with the half-width of its 95 % confidence interval (normal
+ * approximation; consecutive samples are correlated, so read it as a lower bound on the
+ * uncertainty).
+ */
+function leastSquaresSlope(points: { x: number; y: number }[]): { slope: number; ci95: number } {
   const n = points.length;
-  if (n < 2) return 0;
+  if (n < 3) return { slope: 0, ci95: Infinity };
   const mx = points.reduce((s, p) => s + p.x, 0) / n;
   const my = points.reduce((s, p) => s + p.y, 0) / n;
   const sxx = points.reduce((s, p) => s + (p.x - mx) ** 2, 0);
   const sxy = points.reduce((s, p) => s + (p.x - mx) * (p.y - my), 0);
-  return sxx === 0 ? 0 : sxy / sxx;
+  if (sxx === 0) return { slope: 0, ci95: Infinity };
+  const slope = sxy / sxx;
+  const sse = points.reduce((s, p) => s + (p.y - my - slope * (p.x - mx)) ** 2, 0);
+  return { slope, ci95: 1.96 * Math.sqrt(sse / (n - 2) / sxx) };
 }
 
 const median = (xs: number[]): number | null => {
@@ -241,8 +255,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     restartEverySec: opts.restartEverySec ?? Math.min(300, Math.max(20, (opts.minutes * 60) / 3)),
     restartDowntimeSec: opts.restartDowntimeSec ?? 2,
     sampleEverySec: opts.sampleEverySec ?? 10,
-    warmupSec: opts.warmupSec ?? Math.min(120, (opts.minutes * 60) / 5),
+    // Left out of the RSS slope: the first cycle of broker restarts (one with and one without
+    // session), whose first-time allocations (TLS, a new client) are warm-up, not growth; at
+    // most a third of the run.
+    warmupSec: 0,
   };
+  o.warmupSec = opts.warmupSec ?? Math.min(2 * o.restartEverySec + o.sampleEverySec, (opts.minutes * 60) / 3);
   const log = opts.log ?? ((): void => undefined);
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);
 
@@ -289,6 +307,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         MAX_QUEUE: '512',
         TWIN_TIMEOUT_MS: '5000',
         IOTHUB_BACKOFF_MAX_MS: '5000',
+        // As the images set it (Dockerfile.*): two malloc arenas instead of one per thread.
+        MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
       },
       stdio: ['ignore', out, out],
     });
@@ -509,7 +529,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     for (const l of notable) counts.set(l.msg ?? '', (counts.get(l.msg ?? '') ?? 0) + 1);
 
     const warm = samples.filter((s) => s.t >= o.warmupSec);
-    const slope = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: s.rssMiB })));
+    const fit = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: s.rssMiB })));
     const fds = samples.map((s) => s.fds);
     const lags = samples.map((s) => s.eventLoopP99Ms);
     const result: SoakResult = {
@@ -533,7 +553,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         startMiB: samples[0]?.rssMiB ?? 0,
         endMiB: last.rssMiB,
         maxMiB: Math.max(...samples.map((s) => s.rssMiB)),
-        slopeMiBPerHour: round(slope, 2),
+        slopeMiBPerHour: round(fit.slope, 2),
+        slopeCi95MiBPerHour: round(fit.ci95, 2),
         samplesInSlope: warm.length,
         slopeSpanMin: warm.length > 1 ? round((warm[warm.length - 1]!.t - warm[0]!.t) / 60, 2) : 0,
       },
@@ -599,7 +620,7 @@ export function soakMarkdown(r: SoakResult): string {
     ],
     [
       'RSS',
-      `start ${r.rss.startMiB} MiB, end ${r.rss.endMiB} MiB, max ${r.rss.maxMiB} MiB; slope ${r.rss.slopeMiBPerHour} MiB/h ` +
+      `start ${r.rss.startMiB} MiB, end ${r.rss.endMiB} MiB, max ${r.rss.maxMiB} MiB; slope ${r.rss.slopeMiBPerHour} ± ${r.rss.slopeCi95MiBPerHour} MiB/h ` +
         `(least squares, ${r.rss.samplesInSlope} samples over ${r.rss.slopeSpanMin} min after a ${round(o.warmupSec)} s warm-up` +
         `${r.rss.slopeSpanMin < 10 ? '; too short to tell a leak from warm-up' : ''})`,
     ],
