@@ -2,9 +2,12 @@
  * `npm run bench`: one run that measures, on the same frames and model,
  *  (a) the in-process limit: the daemon's own decode, pre-processing and inference code driven
  *      directly (no HTTP), with decode overlapped with inference and the best batch size / worker
- *      arrangement found in the run, plus its single-frame latency;
- *  (b) the daemon end to end over HTTP (closed-loop undici clients): saturated, at half that rate, and at one
- *      connection;
+ *      arrangement found in the run;
+ *  (b) the daemon end to end over HTTP (closed-loop undici clients): saturated and at half that
+ *      rate; then one frame at a time, alternating the in-process path, the daemon at one
+ *      connection and a bare node:http server in another process (the loopback floor of a frame's
+ *      round trip), so the one-connection difference and what of it the OS takes are measured
+ *      together;
  *  (c) the Python peer integrators deploy today (bench/peer: gunicorn 2 workers + Flask + OpenCV
  *      DNN on a static-shape copy of the model), saturated.
  * It prints frames/s, p50/p99 latency and the ratios, and writes them to bench/results/.
@@ -174,20 +177,81 @@ async function inProcessThroughput(
   return { framesPerSec: done / seconds, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) };
 }
 
-async function inProcessSingle(runtime: ModelRuntime, frames: FrameInput[], count: number): Promise<Point> {
-  const latencies: number[] = [];
-  for (let i = 0; i < count + 5; i++) {
-    const t0 = performance.now();
-    await scoreInProcess(runtime, frames[i % frames.length]!);
-    if (i >= 5) latencies.push(performance.now() - t0);
+/**
+ * A bare node:http server in its own process that reads the whole body and answers a small JSON,
+ * as the daemon does: the round trip of a frame over loopback between two processes, with no
+ * decoding, framework or model. It is the floor under any daemon's one-connection latency.
+ */
+const ECHO_SERVER = `
+const http = require('node:http');
+const answer = JSON.stringify({ frameId: '00000000-0000-0000-0000-000000000000', pad: 'x'.repeat(300) });
+http.createServer((req, res) => {
+  let n = 0;
+  req.on('data', (c) => { n += c.length; });
+  req.on('end', () => { res.setHeader('content-type', 'application/json'); res.end(answer); });
+}).listen(Number(process.argv[1]), '127.0.0.1', () => console.log('listening'));
+`;
+
+async function startEchoServer(port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['-e', ECHO_SERVER, String(port)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await new Promise((resolve, reject) => {
+    child.stdout.once('data', resolve);
+    child.once('exit', reject);
+  });
+  return child;
+}
+
+async function post(pool: Pool, path: string, body: Buffer): Promise<number> {
+  const t0 = performance.now();
+  const res = await pool.request({ path, method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+  await res.body.arrayBuffer();
+  if (res.statusCode !== 200) throw new Error(`${path} answered ${res.statusCode}`);
+  return performance.now() - t0;
+}
+
+/**
+ * One frame at a time, alternating in the same run so both see the same machine: the in-process
+ * path (this process, the daemon's own code), the daemon over HTTP at one connection, and the bare
+ * loopback round trip of the same body (the floor). Alternating keeps slow drift (CPU clocks,
+ * neighbours) out of the difference; runs minutes apart differ by more than the 1 ms looked for.
+ */
+async function oneAtATime(
+  runtime: ModelRuntime,
+  daemonUrl: string,
+  echoUrl: string,
+  frames: Buffer[],
+  rounds: number,
+): Promise<{ inProcess: Point; daemon: Point; floor: Point }> {
+  const daemon = new Pool(new URL(daemonUrl).origin, { connections: 1 });
+  const echo = new Pool(new URL(echoUrl).origin, { connections: 1 });
+  const lat = { inProcess: [] as number[], daemon: [] as number[], floor: [] as number[] };
+  try {
+    for (let i = 0; i < rounds + 5; i++) {
+      const jpeg = frames[i % frames.length]!;
+      const t0 = performance.now();
+      await scoreInProcess(runtime, { body: jpeg, mediaType: 'image/jpeg' });
+      const inProcessMs = performance.now() - t0;
+      const floorMs = await post(echo, new URL(echoUrl).pathname, jpeg);
+      const daemonMs = await post(daemon, new URL(daemonUrl).pathname, jpeg);
+      if (i < 5) continue; // warm-up: connections, first allocations
+      lat.inProcess.push(inProcessMs);
+      lat.floor.push(floorMs);
+      lat.daemon.push(daemonMs);
+    }
+  } finally {
+    await Promise.all([daemon.close(), echo.close()]);
   }
-  latencies.sort((a, b) => a - b);
-  const total = latencies.reduce((a, b) => a + b, 0);
-  return {
-    framesPerSec: (1000 * latencies.length) / total,
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
+  const point = (xs: number[]): Point => {
+    xs.sort((a, b) => a - b);
+    return {
+      framesPerSec: (1000 * xs.length) / xs.reduce((a, b) => a + b, 0),
+      p50Ms: percentile(xs, 50),
+      p99Ms: percentile(xs, 99),
+    };
   };
+  return { inProcess: point(lat.inProcess), daemon: point(lat.daemon), floor: point(lat.floor) };
 }
 
 /**
@@ -348,10 +412,6 @@ async function main(): Promise<void> {
       if (!best || point.framesPerSec > best.point.framesPerSec) best = { a, point };
     }
     const limit = best!;
-    const singleRuntime = await loadRuntime(dyn.modelPath, { ...limit.a, maxBatchSize: 1 });
-    const single = await inProcessSingle(singleRuntime, frames, QUICK ? 40 : 100);
-    await singleRuntime.close();
-    log(`in-process single frame (one at a time): ${fmt(single)}`);
 
     // (b) the daemon over HTTP, in its own process, with the best arrangement.
     const port = 18080;
@@ -366,8 +426,21 @@ async function main(): Promise<void> {
       rate: Math.max(1, Math.round(saturated.framesPerSec / 2)),
     });
     log(`daemon HTTP half load (${Math.round(saturated.framesPerSec / 2)} frames/s offered): ${fmt(half)}`);
-    const one = await load(url, jpegs, { connections: 1, seconds: SECONDS });
-    log(`daemon HTTP one connection: ${fmt(one)}`);
+    // One frame at a time: in-process, the daemon at one connection and the loopback floor, alternated.
+    const singleRuntime = await loadRuntime(dyn.modelPath, { ...limit.a, maxBatchSize: 1 });
+    const echo = await startEchoServer(18081);
+    const alternated = await oneAtATime(
+      singleRuntime,
+      url,
+      'http://127.0.0.1:18081/',
+      jpegs,
+      QUICK ? 40 : Math.round(SECONDS * 10),
+    );
+    await Promise.all([singleRuntime.close(), stopProcess(echo)]);
+    const { inProcess: single, daemon: one, floor } = alternated;
+    log(`in-process single frame (one at a time): ${fmt(single)}`);
+    log(`daemon HTTP one connection (alternated with it): ${fmt(one)}`);
+    log(`loopback floor (same body to a bare node:http server in another process): ${fmt(floor)}`);
     await stopProcess(daemon);
 
     // (c) the Python peer, same frames, static copy of the same model.
@@ -385,12 +458,17 @@ async function main(): Promise<void> {
     const ratios = {
       saturatedVsLimit: saturated.framesPerSec / limit.point.framesPerSec,
       oneConnectionP50MinusSingleP50Ms: one.p50Ms - single.p50Ms,
+      loopbackFloorP50Ms: floor.p50Ms,
+      oneConnectionOverheadBeyondFloorMs: one.p50Ms - single.p50Ms - floor.p50Ms,
       ...(peer ? { throughputVsPeer: saturated.framesPerSec / peer.framesPerSec } : {}),
     };
     log('');
     log(`end-to-end saturated / in-process limit: ${ratios.saturatedVsLimit.toFixed(3)}  (target ≥ 0.95)`);
     log(
       `p50 one connection − in-process single p50: ${ratios.oneConnectionP50MinusSingleP50Ms.toFixed(2)} ms  (target ≤ 1 ms)`,
+    );
+    log(
+      `  of which the loopback floor: ${floor.p50Ms.toFixed(2)} ms; the daemon's own: ${ratios.oneConnectionOverheadBeyondFloorMs.toFixed(2)} ms`,
     );
     if (peer)
       log(`daemon / python peer throughput: ${ratios.throughputVsPeer!.toFixed(2)}×  (target ≥ 2.5×)`);
@@ -403,6 +481,7 @@ async function main(): Promise<void> {
       model: 'ResNet-18-like 224x224, dynamic batch (peer: batch 1)',
       inProcess: { best: limit, single },
       daemon: { arrangement: limit.a, connections, saturated, half, one },
+      loopbackFloor: floor,
       peer,
       ratios,
     };

@@ -475,16 +475,8 @@ function collectYolov5(
     // Class scores are probabilities (≤ 1), so obj < threshold cannot reach it: skip early, as
     // YOLOv5's own NMS does. NaN fails this test too.
     if (!(obj >= threshold)) continue;
-    let best = data[row + 5]!;
-    let cls = 0;
-    for (let k = 1; k < classes; k++) {
-      const v = data[row + 5 + k]!;
-      if (v > best) {
-        best = v;
-        cls = k;
-      }
-    }
-    const score = obj * best;
+    const cls = argmax(data, row + 5, classes, 1);
+    const score = obj * data[row + 5 + cls]!;
     if (!(score >= threshold)) continue;
     pushCandidate(data[row]!, data[row + 1]!, data[row + 2]!, data[row + 3]!, score, cls, g, out);
   }
@@ -528,16 +520,8 @@ function collectYolov8(
     }
     for (let b = 0; b < boxes; b++) {
       if (pass[b] === 0) continue;
-      let best = -Infinity;
-      let cls = 0;
-      for (let k = 0, i = first + b; k < classes; k++, i += boxes) {
-        const v = data[i]!;
-        if (v > best) {
-          best = v;
-          cls = k;
-        }
-      }
-      pushCandidate(x(b), y(b), w(b), h(b), best, cls, g, out);
+      const cls = argmax(data, first + b, classes, boxes);
+      pushCandidate(x(b), y(b), w(b), h(b), data[first + b + cls * boxes]!, cls, g, out);
     }
     return;
   }
@@ -563,6 +547,21 @@ function collectYolov8(
     const score = bestScore[b]!;
     if (score >= threshold) pushCandidate(x(b), y(b), w(b), h(b), score, bestClass[b]!, g, out);
   }
+}
+
+/** The index k < count of the largest data[start + k × step] (the first of equals; NaN never wins over a number). */
+function argmax(data: NumberTypedArray, start: number, count: number, step: number): number {
+  let best = data[start]!;
+  let at = 0;
+  for (let k = 1, i = start + step; k < count; k++, i += step) {
+    const v = data[i]!;
+    // A NaN first value is replaced by any number after it, as the -Infinity start did.
+    if (v > best || (best !== best && v === v)) {
+      best = v;
+      at = k;
+    }
+  }
+  return at;
 }
 
 /** Whether more than 1/256 of an evenly spaced sample (about 4096 values) of data[from, to) is ≥ threshold. */

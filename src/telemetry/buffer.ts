@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 
@@ -14,8 +14,9 @@ export interface Item {
   group: string;
   /** Message properties shared by the group. */
   properties: Record<string, string>;
-  body: unknown;
-  /** Serialised size of `body`, bytes (UTF-8). */
+  /** The body, serialised once when the item is produced (JSON). */
+  json: string;
+  /** Size of `json`, bytes (UTF-8). */
   bytes: number;
   producedAt: number;
 }
@@ -27,10 +28,37 @@ export interface Account {
   pending: number;
 }
 
+/** On disk, an item carries its body as JSON (`body`), not as a string of it. */
+type SpilledItem = Omit<Item, 'json'> & { body: unknown };
+
 interface Snapshot {
   version: 1;
   nextSeq: number;
-  items: Item[];
+  items: SpilledItem[];
+}
+
+/** Items serialised per write while spilling; the event loop runs between writes. */
+const SPILL_CHUNK = 1000;
+
+function isSpilledItem(v: unknown): v is SpilledItem {
+  const it = v as SpilledItem | null;
+  return (
+    typeof it === 'object' &&
+    it !== null &&
+    Number.isSafeInteger(it.seq) &&
+    OUTPUTS.includes(it.output) &&
+    typeof it.group === 'string' &&
+    typeof it.properties === 'object' &&
+    it.properties !== null &&
+    it.body !== undefined
+  );
+}
+
+/** One item as spilled: the cached body JSON spliced in, so bodies are never serialised again. */
+function spilledJson(it: Item): string {
+  const { seq, output, group, properties, bytes, producedAt } = it;
+  const head = JSON.stringify({ seq, output, group, properties, bytes, producedAt });
+  return `${head.slice(0, -1)},"body":${it.json}}`;
 }
 
 /**
@@ -80,7 +108,7 @@ export class TelemetryBuffer {
     return { ...this.accounts.get(output)! };
   }
 
-  /** Restores items spilled by the previous process. */
+  /** Restores items spilled by the previous process; items that are not well-formed are skipped. */
   async load(): Promise<number> {
     let snap: Snapshot;
     try {
@@ -88,14 +116,20 @@ export class TelemetryBuffer {
     } catch {
       return 0;
     }
-    if (snap.version !== 1 || !Array.isArray(snap.items)) return 0;
-    this.nextSeq = Math.max(this.nextSeq, snap.nextSeq);
-    for (const item of snap.items) this.enqueue(item);
-    this.opts.logger.info(
-      { component: 'telemetry', restored: snap.items.length },
-      'restored pending telemetry',
-    );
-    return snap.items.length;
+    if (snap?.version !== 1 || !Array.isArray(snap.items)) return 0;
+    if (Number.isSafeInteger(snap.nextSeq)) this.nextSeq = Math.max(this.nextSeq, snap.nextSeq);
+    let restored = 0;
+    for (const raw of snap.items as unknown[]) {
+      if (!isSpilledItem(raw)) continue;
+      const { body, ...rest } = raw;
+      const json = JSON.stringify(body);
+      this.nextSeq = Math.max(this.nextSeq, rest.seq + 1);
+      const producedAt = Number.isFinite(rest.producedAt) ? rest.producedAt : Date.now();
+      this.enqueue({ ...rest, json, bytes: Buffer.byteLength(json), producedAt });
+      restored++;
+    }
+    this.opts.logger.info({ component: 'telemetry', restored }, 'restored pending telemetry');
+    return restored;
   }
 
   /** Adds an item, dropping the oldest when the buffer is full. */
@@ -187,21 +221,35 @@ export class TelemetryBuffer {
     this.spillTimer.unref();
   }
 
-  /** Writes the pending items atomically; a failure is logged and retried at the next change. */
+  /**
+   * Writes the pending items atomically (a temporary file renamed over the last one); a failure is
+   * logged and retried at the next change. Bodies are written from their cached JSON, a chunk of
+   * items per write, so a full buffer (100,000 results, tens of MB) never holds the event loop for
+   * more than one chunk.
+   */
   spill(): Promise<void> {
     if (!this.dirty) return this.spilling ?? Promise.resolve();
     this.spilling = (async () => {
       await this.spilling;
       this.dirty = false;
-      const snap: Snapshot = {
-        version: 1,
-        nextSeq: this.nextSeq,
-        items: this.items.slice(this.head).filter((it) => !this.done.has(it)),
-      };
+      const items = this.items.slice(this.head).filter((it) => !this.done.has(it));
       const tmp = `${this.file}.${process.pid}.tmp`;
       try {
         await mkdir(path.dirname(this.file), { recursive: true });
-        await writeFile(tmp, JSON.stringify(snap));
+        const fh = await open(tmp, 'w');
+        try {
+          await fh.write(`{"version":1,"nextSeq":${this.nextSeq},"items":[`);
+          for (let i = 0; i < items.length; i += SPILL_CHUNK) {
+            const chunk = items
+              .slice(i, i + SPILL_CHUNK)
+              .map(spilledJson)
+              .join(',');
+            await fh.write(i === 0 ? chunk : `,${chunk}`);
+          }
+          await fh.write(']}');
+        } finally {
+          await fh.close();
+        }
         await rename(tmp, this.file);
       } catch (err) {
         this.dirty = true;

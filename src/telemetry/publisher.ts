@@ -122,14 +122,20 @@ export class TelemetryPublisher {
     this.statsTimer.unref();
   }
 
-  private produce(output: Output, group: string, properties: Record<string, string>, body: unknown): void {
-    const bytes = Buffer.byteLength(JSON.stringify(body));
+  /** Queues an item; `body` is serialised once here (an already serialised string is kept as is). */
+  private produce(
+    output: Output,
+    group: string,
+    properties: Record<string, string>,
+    body: object | string,
+  ): void {
+    const json = typeof body === 'string' ? body : JSON.stringify(body);
     this.opts.buffer.push({
       output,
       group,
       properties: { type: output, ...properties },
-      body,
-      bytes,
+      json,
+      bytes: Buffer.byteLength(json),
       producedAt: Date.now(),
     });
     this.opts.metrics.telemetryProduced.inc({ output });
@@ -250,9 +256,7 @@ export class TelemetryPublisher {
     const first = batch[0]!;
     const last = batch[batch.length - 1]!;
     const body =
-      first.output === 'results'
-        ? `{"results":[${batch.map((b) => JSON.stringify(b.body)).join(',')}]}`
-        : JSON.stringify(first.body);
+      first.output === 'results' ? `{"results":[${batch.map((b) => b.json).join(',')}]}` : first.json;
     const message = new azureIotDevice.Message(Buffer.from(body));
     message.contentType = 'application/json';
     message.contentEncoding = 'utf-8';
@@ -289,15 +293,18 @@ export class TelemetryPublisher {
   }
 }
 
-/** A result that fits one message on its own: raw outputs never go upstream, long lists are cut. */
-function fitResult(r: FrameResult): FrameResult & { truncated?: boolean } {
-  const size = (v: unknown): number => Buffer.byteLength(JSON.stringify(v));
-  if (size(r) <= MAX_BODY - 64) return r;
+/**
+ * A result serialised to fit one message on its own: raw outputs never go upstream, long detection
+ * lists are cut (and marked `truncated`).
+ */
+function fitResult(r: FrameResult): string {
+  const json = JSON.stringify(r);
+  if (Buffer.byteLength(json) <= MAX_BODY - 64) return json;
   const detections = [...(r.detections ?? [])];
-  let cut: FrameResult & { truncated?: boolean } = { ...r, detections, truncated: true };
-  while (detections.length > 0 && size(cut) > MAX_BODY - 64) {
+  let cut = JSON.stringify({ ...r, detections, truncated: true });
+  while (detections.length > 0 && Buffer.byteLength(cut) > MAX_BODY - 64) {
     detections.length = Math.floor(detections.length / 2);
-    cut = { ...r, detections, truncated: true };
+    cut = JSON.stringify({ ...r, detections, truncated: true });
   }
   return cut;
 }
