@@ -10,10 +10,11 @@ afterEach(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function buffer(maxItems: number): Promise<TelemetryBuffer> {
-  dir = await mkdtemp(path.join(tmpdir(), 'edge-scorer-buffer-'));
+/** A buffer in a new data dir, or (`reopen`) a new buffer on the last one, as after a restart. */
+async function buffer(maxItems: number, reopen = false): Promise<TelemetryBuffer> {
+  if (!reopen) dir = await mkdtemp(path.join(tmpdir(), 'edge-scorer-buffer-'));
   return new TelemetryBuffer({
-    dataDir: dir,
+    dataDir: dir!,
     maxItems,
     spillIntervalMs: 60_000,
     logger: pino({ level: 'silent' }),
@@ -71,12 +72,7 @@ it('spills what is pending and a new buffer restores it: same items, bodies and 
   const pendingBefore = [b.account('results').pending, b.account('events').pending];
   await b.close();
 
-  const again = new TelemetryBuffer({
-    dataDir: dir!,
-    maxItems: 1000,
-    spillIntervalMs: 60_000,
-    logger: pino({ level: 'silent' }),
-  });
+  const again = await buffer(1000, true);
   expect(await again.load()).toBe(26);
   expect([again.account('results').produced, again.account('events').produced]).toEqual(pendingBefore);
   const restored: Item[] = [];
@@ -133,11 +129,6 @@ it('a full buffer of 100,000 results spills in chunks: the event loop keeps turn
   clearInterval(timer);
   console.log(`spill of 100,000 items: longest event-loop gap ${longest.toFixed(1)} ms`);
   expect(longest).toBeLessThan(100);
-  const again = new TelemetryBuffer({
-    dataDir: dir!,
-    maxItems: 100_000,
-    spillIntervalMs: 60_000,
-    logger: pino({ level: 'silent' }),
-  });
+  const again = await buffer(100_000, true);
   expect(await again.load()).toBe(100_000);
 });
