@@ -16,6 +16,13 @@ export interface ChildDaemon {
   kill(signal: NodeJS.Signals): void;
 }
 
+/** SIGKILLs a daemon that is still running and waits for its exit (test clean-up). */
+export async function killIfRunning(d: ChildDaemon | undefined): Promise<void> {
+  if (!d || d.child.exitCode !== null || d.child.signalCode !== null) return;
+  d.kill('SIGKILL');
+  await d.exited;
+}
+
 /** Starts `node dist/main.js` (or `bin`) with `env` on `port` and waits until /v2/health/live answers. */
 export async function spawnDaemon(
   env: Record<string, string>,

@@ -2,7 +2,7 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, expect, it } from 'vitest';
-import { freePort, spawnDaemon, type ChildDaemon } from '../helpers/child-daemon.js';
+import { freePort, spawnDaemon, killIfRunning, type ChildDaemon } from '../helpers/child-daemon.js';
 import { desiredModel, versionedModel, waitFor } from '../helpers/lifecycle.js';
 import { startModelServer, type ModelServer } from '../helpers/model-server.js';
 
@@ -11,10 +11,7 @@ let dir: string | undefined;
 let child: ChildDaemon | undefined;
 
 afterEach(async () => {
-  if (child && child.child.exitCode === null && child.child.signalCode === null) {
-    child.kill('SIGKILL');
-    await child.exited;
-  }
+  await killIfRunning(child);
   await server?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { freePort, MAIN, spawnDaemon, type ChildDaemon } from '../helpers/child-daemon.js';
+import { freePort, MAIN, spawnDaemon, killIfRunning, type ChildDaemon } from '../helpers/child-daemon.js';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
 import { encodeFrame, solidFrame } from '../helpers/frames.js';
 import { metricValue, postFrame, request, scrape } from '../helpers/http.js';
@@ -688,10 +688,7 @@ describe('SIGKILL during download and swap', () => {
     const port = await freePort();
     let child: ChildDaemon | undefined;
     cleanups.push(async () => {
-      if (child && child.child.exitCode === null && child.child.signalCode === null) {
-        child.kill('SIGKILL');
-        await child.exited;
-      }
+      await killIfRunning(child);
     });
     const served = async (): Promise<string | undefined> =>
       ((await (await fetch(`${child!.url}/v1/model`)).json()) as { model?: { sha256: string } }).model

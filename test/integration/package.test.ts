@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, expect, it } from 'vitest';
-import { MAIN, freePort, spawnDaemon, type ChildDaemon } from '../helpers/child-daemon.js';
+import { MAIN, freePort, spawnDaemon, killIfRunning, type ChildDaemon } from '../helpers/child-daemon.js';
 
 /**
  * The published package is complete: `npm pack`, install the tarball with production dependencies
@@ -22,10 +22,7 @@ let dir: string | undefined;
 let child: ChildDaemon | undefined;
 
 afterEach(async () => {
-  if (child && child.child.exitCode === null && child.child.signalCode === null) {
-    child.kill('SIGKILL');
-    await child.exited;
-  }
+  await killIfRunning(child);
   child = undefined;
   if (dir) await rm(dir, { recursive: true, force: true });
   dir = undefined;

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, spawnDaemon, type ChildDaemon } from '../helpers/child-daemon.js';
+import { freePort, spawnDaemon, killIfRunning, type ChildDaemon } from '../helpers/child-daemon.js';
 import { encodeFrame, gradientFrame } from '../helpers/frames.js';
 import { waitFor } from '../helpers/lifecycle.js';
 import { buildSlowModel, writeModelDir } from '../helpers/onnx-builder.js';
@@ -17,10 +17,7 @@ let child: ChildDaemon | undefined;
 let dir: string | undefined;
 
 afterEach(async () => {
-  if (child && child.child.exitCode === null && child.child.signalCode === null) {
-    child.kill('SIGKILL');
-    await child.exited;
-  }
+  await killIfRunning(child);
   child = undefined;
   if (dir) await rm(dir, { recursive: true, force: true });
   dir = undefined;
