@@ -113,6 +113,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     reported,
     logger,
     onTelemetry: (settings) => publisher?.setSettings(settings),
+    retryInitialMs: config.modelRetryMs,
   });
   const methods = directMethods({ engine, manager, reconciler, reported });
 
@@ -225,6 +226,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           await server?.close();
         });
         await step('desired-file', () => watcher?.stop());
+        reconciler.close();
         await step('model', () => manager.stop());
         await step('engine', () => engine.stop());
         await step('telemetry', async () => {

@@ -50,6 +50,7 @@ export interface Config {
   modelCacheVersions: number;
   twinTimeoutMs: number;
   twinRefreshMs: number;
+  modelRetryMs: number;
   reportedMinIntervalMs: number;
   iothubBackoffMaxMs: number;
   telemetryBufferItems: number;
@@ -275,6 +276,13 @@ export const FIELDS = {
     default: '300000',
     parse: Number,
   },
+  modelRetryMs: {
+    env: 'MODEL_RETRY_MS',
+    doc: 'A model change that failed for a reason a retry may fix (download failed, disk full, IoT Hub timeout) is retried after this long, ms, doubling per failure up to 5 minutes; the last good model serves meanwhile.',
+    schema: { type: 'integer', minimum: 100, maximum: 3600000 },
+    default: '10000',
+    parse: Number,
+  },
   reportedMinIntervalMs: {
     env: 'REPORTED_MIN_INTERVAL_MS',
     doc: 'Reported-property updates are coalesced and sent at most once per this interval, ms.',
@@ -392,6 +400,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     modelCacheVersions: v.modelCacheVersions,
     twinTimeoutMs: v.twinTimeoutMs,
     twinRefreshMs: v.twinRefreshMs,
+    modelRetryMs: v.modelRetryMs,
     reportedMinIntervalMs: v.reportedMinIntervalMs,
     iothubBackoffMaxMs: v.iothubBackoffMaxMs,
     telemetryBufferItems: v.telemetryBufferItems,

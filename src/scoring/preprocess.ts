@@ -70,6 +70,10 @@ const tooLarge = (width: number, height: number, maxPixels: number): EdgeError =
 
 const SHARP_OPTIONS = { failOn: 'warning', sequentialRead: true } as const;
 
+// libvips keeps the results of recent operations (by default up to 50 MB, 100 operations) for
+// reuse. Every frame is new, so nothing is ever reused: the cache would only hold memory.
+sharp.cache(false);
+
 /** Opens the frame with sharp, checking format and size from its header before any decode. */
 async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<Source> {
   const { body } = frame;

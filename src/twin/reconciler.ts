@@ -18,6 +18,10 @@ const RETRIABLE = new Set<string>([
   ErrorCodes.IOTHUB_TIMEOUT,
 ]);
 
+/** First retry of a change that failed for a retriable reason; doubled per failure up to the max. */
+const RETRY_INITIAL_MS = 10_000;
+const RETRY_MAX_MS = 300_000;
+
 export interface ReconcilerDeps {
   config: Readonly<Config>;
   manager: ModelManager;
@@ -25,6 +29,8 @@ export interface ReconcilerDeps {
   logger: Logger;
   /** Applies telemetry settings to the upstream publisher. */
   onTelemetry: (settings: TelemetrySettings) => void;
+  /** Delay before the first retry of a retriable failure (MODEL_RETRY_MS; doubles up to 5 min). */
+  retryInitialMs?: number;
 }
 
 /**
@@ -38,9 +44,13 @@ export class DesiredStateReconciler {
   private applied: DesiredState | undefined;
   private scoring: ScoringSettings;
   private pending: Promise<void> = Promise.resolve();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelayMs: number;
+  private closed = false;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.scoring = effectiveScoring(deps.config, {});
+    this.retryDelayMs = deps.retryInitialMs ?? RETRY_INITIAL_MS;
   }
 
   /** The scoring settings in force (environment overridden by the last valid desired block). */
@@ -65,15 +75,14 @@ export class DesiredStateReconciler {
    * failed for a reason that a retry may fix.
    */
   onDesired(doc: Record<string, unknown>, version: number): Promise<void> {
-    const { reported, logger, manager } = this.deps;
+    const { reported, logger } = this.deps;
     if (version <= this.lastVersion) {
-      const last = manager.status;
-      const retry = last.status === 'failed' && last.lastError && RETRIABLE.has(last.lastError.code);
-      if (!retry || !this.applied) return this.pending;
+      if (!this.retriable() || !this.applied) return this.pending;
       logger.info({ component: 'twin', version }, 'retrying the failed model change');
       return this.apply(this.applied, true);
     }
     this.lastVersion = version;
+    this.retryDelayMs = this.deps.retryInitialMs ?? RETRY_INITIAL_MS;
     let state: DesiredState;
     try {
       state = parseDesired(doc);
@@ -107,8 +116,48 @@ export class DesiredStateReconciler {
     reported.set('scoring', this.scoring);
     reported.set('telemetry', telemetry);
     onTelemetry(telemetry);
-    this.pending = manager.apply(state.model, this.scoring, { force });
+    this.pending = manager.apply(state.model, this.scoring, { force }).then(() => this.scheduleRetry(state));
     return this.pending;
+  }
+
+  /** Whether the last model change failed for a reason a retry may fix (disk full, network). */
+  private retriable(): boolean {
+    const last = this.deps.manager.status;
+    return last.status === 'failed' && !!last.lastError && RETRIABLE.has(last.lastError.code);
+  }
+
+  /**
+   * A change that failed for a retriable reason is tried again on its own, with backoff (10 s
+   * doubling to 5 min), until it succeeds or a newer desired document replaces it: a line should
+   * not wait for a twin event after the disk got space again or the model server came back.
+   */
+  private scheduleRetry(state: DesiredState): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.closed || !this.retriable()) {
+      if (!this.retriable()) this.retryDelayMs = this.deps.retryInitialMs ?? RETRY_INITIAL_MS;
+      return;
+    }
+    const delay = this.retryDelayMs;
+    this.retryDelayMs = Math.min(delay * 2, RETRY_MAX_MS);
+    this.deps.logger.info(
+      { component: 'twin', retryInMs: delay, code: this.deps.manager.status.lastError?.code },
+      'the model change failed; retrying later',
+    );
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.closed || this.applied !== state || !this.retriable()) return;
+      this.deps.logger.info({ component: 'twin' }, 'retrying the failed model change');
+      void this.apply(state, true);
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  /** Stops retrying (shutdown). */
+  close(): void {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** Direct method `reloadModel`: rebuilds the engine for the current desired state. */

@@ -45,12 +45,13 @@ async function setDesired(doc: unknown): Promise<void> {
   await writeFile(desiredFile, typeof doc === 'string' ? doc : JSON.stringify(doc));
 }
 
-async function start(dir?: string): Promise<Daemon> {
+async function start(dir?: string, env: Record<string, string> = {}): Promise<Daemon> {
   return startDaemon({
     env: {
       DESIRED_PROPERTIES_FILE: desiredFile,
       MODEL_URL_ALLOWLIST: `${server.origin}/`,
       REPORTED_MIN_INTERVAL_MS: '0',
+      ...env,
     },
     ...(dir ? { dir } : {}),
   });
@@ -151,6 +152,40 @@ describe('standalone desired-properties file', () => {
     expect(answer.status).toBe(200);
     // Nothing of the failed attempt stays in the cache's temp area.
     expect(await readdir(path.join(daemon.dir, 'data', 'tmp'))).toEqual([]);
+  });
+
+  it('a change that failed for a retriable reason is retried on its own, with backoff, until it succeeds', async () => {
+    await setDesired({ model: desiredModel(server, v1) });
+    daemon = await start(undefined, { MODEL_RETRY_MS: '300' });
+    await waitFor(
+      async () => ((await activeVersion(daemon!)) === '7' ? true : undefined),
+      'version 7 active',
+    );
+    // The twin names a model whose upload has not finished: the server answers 404 twice.
+    const block = desiredModel(server, v2);
+    const file = new URL(block.url as string).pathname;
+    server.serve(file, v2.bytes, { status: { code: 404, times: 2 } });
+    await setDesired({ model: block });
+    const failed = await waitFor(async () => {
+      const r = await reported(daemon!);
+      return r.model?.status === 'failed' ? r : undefined;
+    }, 'reported failed');
+    expect(failed.model).toMatchObject({
+      version: '7',
+      lastError: { code: 'EDGE_ERR_MODEL_DOWNLOAD_FAILED' },
+    });
+    expect(await activeVersion(daemon)).toBe('7');
+    // No desired change and no twin event: the daemon retries (300 ms, then 600 ms) by itself.
+    await waitFor(
+      async () => ((await activeVersion(daemon!)) === '8' ? true : undefined),
+      'version 8 active after the retries',
+    );
+    const tries = server.requests.filter((r) => r.path === file);
+    expect(tries.map((r) => r.status)).toEqual([404, 404, 200]);
+    expect((await reported(daemon)).model).toMatchObject({ version: '8', status: 'active', lastError: null });
+    // Once it succeeded nothing retries any more.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(server.requests.filter((r) => r.path === file)).toHaveLength(3);
   });
 
   it('an invalid desired document is reported as rejected and changes nothing', async () => {
