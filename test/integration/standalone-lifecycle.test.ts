@@ -182,7 +182,12 @@ describe('standalone desired-properties file', () => {
     );
     const tries = server.requests.filter((r) => r.path === file);
     expect(tries.map((r) => r.status)).toEqual([404, 404, 200]);
-    expect((await reported(daemon)).model).toMatchObject({ version: '8', status: 'active', lastError: null });
+    // reported.json is written after the swap: wait for it rather than read it once.
+    const after = await waitFor(async () => {
+      const r = await reported(daemon!);
+      return r.model?.version === '8' && r.model.status === 'active' ? r : undefined;
+    }, 'reported active v8');
+    expect(after.model).toMatchObject({ lastError: null });
     // Once it succeeded nothing retries any more.
     await new Promise((r) => setTimeout(r, 1500));
     expect(server.requests.filter((r) => r.path === file)).toHaveLength(3);
