@@ -192,8 +192,12 @@ export class TelemetryBuffer {
     return batch;
   }
 
-  /** Marks a sent batch delivered; items dropped while it was in flight stay counted as dropped. */
-  delivered(batch: Item[]): void {
+  /**
+   * Marks a sent batch delivered; items dropped while it was in flight stay counted as dropped.
+   * Returns how many items this delivery counted.
+   */
+  delivered(batch: Item[]): number {
+    let counted = 0;
     for (const it of batch) {
       if (this.done.has(it) || !this.isWaiting(it)) continue;
       this.done.add(it);
@@ -201,9 +205,11 @@ export class TelemetryBuffer {
       const a = this.accounts.get(it.output)!;
       a.delivered++;
       a.pending--;
+      counted++;
     }
     this.advance();
     this.markDirty();
+    return counted;
   }
 
   private isWaiting(it: Item): boolean {

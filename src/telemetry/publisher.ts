@@ -237,9 +237,10 @@ export class TelemetryPublisher {
     const message = this.toMessage(batch);
     try {
       await sender.sendOutputEvent(first.output, message, timeoutMs);
-      buffer.delivered(batch);
+      // Items dropped while the message was in flight stay counted as dropped, not delivered.
+      const counted = buffer.delivered(batch);
       this.opts.metrics.telemetryMessages.inc({ output: first.output, outcome: 'sent' });
-      this.opts.metrics.telemetryDelivered.inc({ output: first.output }, batch.length);
+      this.opts.metrics.telemetryDelivered.inc({ output: first.output }, counted);
       this.updateGauges();
       return 'sent';
     } catch (err) {
