@@ -217,12 +217,18 @@ async function startEchoServer(port: number): Promise<ChildProcess> {
   return child;
 }
 
-async function post(pool: Pool, path: string, body: Buffer): Promise<number> {
+/** POSTs one JPEG frame and reads the whole answer: its status and the round trip, ms. */
+async function sendFrame(pool: Pool, path: string, body: Buffer): Promise<{ status: number; ms: number }> {
   const t0 = performance.now();
   const res = await pool.request({ path, method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
   await res.body.arrayBuffer();
-  if (res.statusCode !== 200) throw new Error(`${path} answered ${res.statusCode}`);
-  return performance.now() - t0;
+  return { status: res.statusCode, ms: performance.now() - t0 };
+}
+
+async function post(pool: Pool, path: string, body: Buffer): Promise<number> {
+  const { status, ms } = await sendFrame(pool, path, body);
+  if (status !== 200) throw new Error(`${path} answered ${status}`);
+  return ms;
 }
 
 /**
@@ -285,14 +291,8 @@ async function load(
   const one = async (): Promise<{ ok: boolean; ms: number }> => {
     const t0 = performance.now();
     try {
-      const res = await pool.request({
-        path,
-        method: 'POST',
-        body: frames[next++ % frames.length],
-        headers: { 'content-type': 'image/jpeg' },
-      });
-      await res.body.arrayBuffer();
-      return { ok: res.statusCode === 200, ms: performance.now() - t0 };
+      const { status, ms } = await sendFrame(pool, path, frames[next++ % frames.length]!);
+      return { ok: status === 200, ms };
     } catch {
       return { ok: false, ms: performance.now() - t0 };
     }

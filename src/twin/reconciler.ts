@@ -50,7 +50,11 @@ export class DesiredStateReconciler {
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.scoring = effectiveScoring(deps.config, {});
-    this.retryDelayMs = deps.retryInitialMs ?? RETRY_INITIAL_MS;
+    this.retryDelayMs = this.firstRetryDelayMs;
+  }
+
+  private get firstRetryDelayMs(): number {
+    return this.deps.retryInitialMs ?? RETRY_INITIAL_MS;
   }
 
   /** The scoring settings in force (environment overridden by the last valid desired block). */
@@ -82,7 +86,7 @@ export class DesiredStateReconciler {
       return this.apply(this.applied, true);
     }
     this.lastVersion = version;
-    this.retryDelayMs = this.deps.retryInitialMs ?? RETRY_INITIAL_MS;
+    this.retryDelayMs = this.firstRetryDelayMs;
     let state: DesiredState;
     try {
       state = parseDesired(doc);
@@ -134,10 +138,11 @@ export class DesiredStateReconciler {
   private scheduleRetry(state: DesiredState): void {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    if (this.closed || !this.retriable()) {
-      if (!this.retriable()) this.retryDelayMs = this.deps.retryInitialMs ?? RETRY_INITIAL_MS;
+    if (!this.retriable()) {
+      this.retryDelayMs = this.firstRetryDelayMs;
       return;
     }
+    if (this.closed) return;
     const delay = this.retryDelayMs;
     this.retryDelayMs = Math.min(delay * 2, RETRY_MAX_MS);
     this.deps.logger.info(

@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { createApp, type App } from '../../src/app.js';
-import { loadConfig } from '../../src/config.js';
-import { buildClassifier, writeModelDir } from './onnx-builder.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { testClassifier } from './lifecycle.js';
+import { writeModelDir } from './onnx-builder.js';
 
 export interface Daemon {
   app: App;
@@ -30,14 +31,7 @@ export const TEST_LABELS = ['ok', 'bridge', 'missing'];
 /** A 3-class classifier over 32×32 RGB frames with a dynamic batch, and its manifest. */
 export function defaultTestModel(): { model: Uint8Array; manifest: object } {
   return {
-    model: buildClassifier({
-      batch: 'dynamic',
-      channels: 3,
-      height: 32,
-      width: 32,
-      classes: 3,
-      output: 'logits',
-    }),
+    model: testClassifier(),
     manifest: {
       name: 'test-classifier',
       version: '1',
@@ -48,6 +42,20 @@ export function defaultTestModel(): { model: Uint8Array; manifest: object } {
       output: { format: 'logits', topK: 3 },
     },
   };
+}
+
+/** The configuration of a test daemon: loopback, an ephemeral port, CPU, data under `dir`. */
+export function testConfig(dir: string, modelPath: string, env: Record<string, string> = {}): Readonly<Config> {
+  return loadConfig({
+    HOST: '127.0.0.1',
+    PORT: '0',
+    DATA_DIR: path.join(dir, 'data'),
+    MODEL_PATH: modelPath,
+    EXECUTION_PROVIDERS: 'cpu',
+    INTRA_OP_THREADS: '1',
+    LOG_LEVEL: 'info',
+    ...env,
+  });
 }
 
 /**
@@ -67,16 +75,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   const sdkEnv = Object.entries(opts.env ?? {}).filter(([k]) => k.startsWith('IOTEDGE_'));
   const saved = sdkEnv.map(([k]) => [k, process.env[k]] as const);
   for (const [k, v] of sdkEnv) process.env[k] = v;
-  const config = loadConfig({
-    HOST: '127.0.0.1',
-    PORT: '0',
-    DATA_DIR: path.join(dir, 'data'),
-    MODEL_PATH: modelPath,
-    EXECUTION_PROVIDERS: 'cpu',
-    INTRA_OP_THREADS: '1',
-    LOG_LEVEL: 'info',
-    ...opts.env,
-  });
+  const config = testConfig(dir, modelPath, opts.env);
   const logs: Record<string, unknown>[] = [];
   const logger = pino(
     { level: config.logLevel },

@@ -12,16 +12,28 @@ export interface VersionedModel {
 
 export const LABELS = ['ok', 'bridge', 'missing'];
 
-export function versionedModel(version: string, over: { width?: number } = {}): VersionedModel {
-  const width = over.width ?? 32;
-  const bytes = buildClassifier({
+/** The test classifier: 3 classes, logits out, a dynamic batch, `width`² RGB in (32 by default). */
+export function testClassifier(width = 32, metadata?: Record<string, string>): Uint8Array {
+  return buildClassifier({
     batch: 'dynamic',
     channels: 3,
     height: width,
     width,
     classes: 3,
     output: 'logits',
-    metadata: { version },
+    ...(metadata ? { metadata } : {}),
+  });
+}
+
+/** `padBytes` adds that much metadata, to make a model big enough to stall a download in. */
+export function versionedModel(
+  version: string,
+  over: { width?: number; padBytes?: number } = {},
+): VersionedModel {
+  const width = over.width ?? 32;
+  const bytes = testClassifier(width, {
+    version,
+    ...(over.padBytes ? { padding: 'p'.repeat(over.padBytes) } : {}),
   });
   return {
     version,

@@ -14,9 +14,9 @@ import { startDaemon, type Daemon } from '../helpers/daemon.js';
 import { encodeFrame, solidFrame } from '../helpers/frames.js';
 import { metricValue, postFrame, request, scrape } from '../helpers/http.js';
 import { startIotHubEmulator, type IotHubEmulator } from '../helpers/iothub-emulator.js';
-import { desiredModel, versionedModel, waitFor, type VersionedModel } from '../helpers/lifecycle.js';
+import { desiredModel, versionedModel, waitFor } from '../helpers/lifecycle.js';
 import { startModelServer, type ModelServer } from '../helpers/model-server.js';
-import { buildClassifier, writeModelDir } from '../helpers/onnx-builder.js';
+import { writeModelDir } from '../helpers/onnx-builder.js';
 
 /**
  * Faults on the wire and on the disk, with the real SDK against the IoT Hub emulator: after each
@@ -92,19 +92,6 @@ async function tempDir(prefix: string): Promise<string> {
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
 /** A versioned test classifier made `padBytes` larger by an ONNX metadata entry. */
-function paddedModel(version: string, padBytes: number): VersionedModel {
-  const bytes = buildClassifier({
-    batch: 'dynamic',
-    channels: 3,
-    height: 32,
-    width: 32,
-    classes: 3,
-    output: 'logits',
-    metadata: { version, padding: 'p'.repeat(padBytes) },
-  });
-  return { ...versionedModel(version), bytes, sha256: sha256(bytes) };
-}
-
 async function connected(d: Daemon, timeoutMs = 15_000): Promise<void> {
   await waitFor(
     () => (d.app.connection?.state === 'connected' ? true : undefined),
@@ -558,7 +545,7 @@ describe('model download faults', () => {
     hub.updateDesired({ model: desiredModel(server, v7) });
     const d = await start({ MODEL_DOWNLOAD_TIMEOUT_MS: '500' });
     await waitReportedModel((m) => m.version === '7' && m.status === 'active', 'v7 active');
-    const big = paddedModel('8', 300_000);
+    const big = versionedModel('8', { padBytes: 300_000 });
     const block = desiredModel(server, big);
     const file = new URL(block.url as string).pathname;
     server.serve(file, big.bytes, { stallAfter: { bytes: 100_000, times: 2 } });
@@ -597,7 +584,7 @@ describe('model download faults', () => {
     await writeFile(filler, Buffer.alloc(fs.bavail * fs.bsize - 64 * 1024));
     const load = new FrameLoad(d.url, 'diskfull', 2);
 
-    const big = paddedModel('8', 300_000);
+    const big = versionedModel('8', { padBytes: 300_000 });
     hub.updateDesired({ model: desiredModel(server, big) });
     await waitReportedModel((m) => m.status === 'failed', 'download failed', 30_000);
     expect(reportedModel()).toMatchObject({ version: '7', lastError: { code: 'EDGE_ERR_STORAGE_FAILED' } });
@@ -668,7 +655,10 @@ describe('SIGKILL during download and swap', () => {
     );
     const fallbackSha = sha256(await readFile(fallback.modelPath));
     // 300 KB each at 600 KB/s: half a second of download to be killed in.
-    const models = [paddedModel('7', 300_000), paddedModel('8', 300_000)] as const;
+    const models = [
+      versionedModel('7', { padBytes: 300_000 }),
+      versionedModel('8', { padBytes: 300_000 }),
+    ] as const;
     const blocks = models.map((m) => {
       const block = desiredModel(server, m);
       server.serve(new URL(block.url as string).pathname, m.bytes, { slow: 600_000 });

@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config.js';
 import { isEdgeError } from '../../src/errors.js';
 import { bearerGuard } from '../../src/http/auth.js';
 import { createLogger } from '../../src/logger.js';
-import { defaultTestModel, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { defaultTestModel, startDaemon, testConfig, type Daemon } from '../helpers/daemon.js';
 import { encodeFrame, gradientFrame, solidFrame, svgFrame } from '../helpers/frames.js';
 import { postFrame, rawExchange, request, type Answer } from '../helpers/http.js';
 import { versionedModel, waitFor } from '../helpers/lifecycle.js';
@@ -152,16 +152,7 @@ describe('secrets in logs (production logger)', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'edge-scorer-security-'));
     const m = defaultTestModel();
     const { modelPath } = await writeModelDir(path.join(dir, 'model'), m.model, m.manifest);
-    const config = loadConfig({
-      HOST: '127.0.0.1',
-      PORT: '0',
-      DATA_DIR: path.join(dir, 'data'),
-      MODEL_PATH: modelPath,
-      EXECUTION_PROVIDERS: 'cpu',
-      INTRA_OP_THREADS: '1',
-      LOG_LEVEL: 'trace',
-      ...env,
-    });
+    const config = testConfig(dir, modelPath, { LOG_LEVEL: 'trace', ...env });
     const lines: string[] = [];
     const app = createApp(config, createLogger(config, { write: (s: string) => void lines.push(s) }));
     await app.start();
