@@ -15,7 +15,10 @@
  * --swap-every 60 (s), --restart-every 300 (s) (both shorter for runs under 8 and 15 minutes),
  * --restart-downtime 2 (s), --sample-every 10 (s),
  * --warmup S (default: the first cycle of broker restarts, 2 × restart-every, at most a third of
- * the run), --port P. The daemon runs with MALLOC_ARENA_MAX=2, as in the images.
+ * the run), --port P. The daemon runs with MALLOC_ARENA_MAX=2, as in the images; LD_PRELOAD,
+ * MALLOC_CONF and NODE_OPTIONS reach it (another allocator, --heapsnapshot-signal=SIGUSR2).
+ * Each sample also reads V8's committed heap and external memory from /metrics, and the RSS slope
+ * is split into the V8 heap's and the rest's (native).
  *
  * `runSoak(opts)` is the same run as a function (test/integration/soak.test.ts runs a short one).
  */
@@ -83,6 +86,9 @@ export interface SoakSample {
   /** Seconds since the load started. */
   t: number;
   rssMiB: number;
+  /** V8's committed heap and the memory of Buffers/ArrayBuffers outside it: the JS share of RSS. */
+  heapTotalMiB: number;
+  externalMiB: number;
   fds: number;
   eventLoopP99Ms: number;
   requests: { ok: number; failed: number };
@@ -117,6 +123,12 @@ export interface SoakResult {
     samplesInSlope: number;
     /** Minutes between the first and last sample of the slope; under ~10 the warm-up dominates. */
     slopeSpanMin: number;
+    /**
+     * The same fit split in two: V8's committed JS heap (heap total), and the rest of RSS (native:
+     * onnxruntime, libvips, OpenSSL, malloc arenas, code of the binary). Each with its 95 % interval.
+     */
+    jsHeapSlope: { slope: number; ci95: number };
+    nativeSlope: { slope: number; ci95: number };
   };
   fds: { start: number; end: number; min: number; max: number };
   eventLoopP99Ms: { max: number; median: number };
@@ -228,6 +240,9 @@ const median = (xs: number[]): number | null => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 };
+const pick = (env: NodeJS.ProcessEnv, names: string[]): Record<string, string> =>
+  Object.fromEntries(names.flatMap((n) => (env[n] === undefined ? [] : [[n, env[n]]])));
+
 const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
 function accountOf(samples: Sample[]): Record<Output, Account> {
@@ -309,6 +324,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         IOTHUB_BACKOFF_MAX_MS: '5000',
         // As the images set it (Dockerfile.*): two malloc arenas instead of one per thread.
         MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
+        // An allocator preloaded for comparison (LD_PRELOAD=…libjemalloc.so.2, MALLOC_CONF) reaches the daemon.
+        ...pick(process.env, ['LD_PRELOAD', 'MALLOC_CONF', 'NODE_OPTIONS']),
       },
       stdio: ['ignore', out, out],
     });
@@ -416,6 +433,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       const one: SoakSample = {
         t: round((Date.now() - t0) / 1000),
         rssMiB: round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]) / 1024),
+        heapTotalMiB: round(metricValue(s, 'edge_scorer_nodejs_heap_size_total_bytes') / 2 ** 20),
+        externalMiB: round(metricValue(s, 'edge_scorer_nodejs_external_memory_bytes') / 2 ** 20),
         fds: fdList.length,
         eventLoopP99Ms: round(
           metricValue(s, 'edge_scorer_event_loop_delay_seconds', { stat: 'p99' }) * 1000,
@@ -429,7 +448,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       };
       samples.push(one);
       log(
-        `t=${one.t}s rss=${one.rssMiB}MiB fds=${one.fds} loopP99=${one.eventLoopP99Ms}ms ok=${one.requests.ok} ` +
+        `t=${one.t}s rss=${one.rssMiB}MiB heap=${one.heapTotalMiB}MiB external=${one.externalMiB}MiB fds=${one.fds} loopP99=${one.eventLoopP99Ms}ms ok=${one.requests.ok} ` +
           `failed=${one.requests.failed} pending=${one.telemetry.results.pending} upstream=${one.upstreamResults} ` +
           `model=${one.modelVersion} connected=${one.connected}`,
       );
@@ -530,6 +549,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 
     const warm = samples.filter((s) => s.t >= o.warmupSec);
     const fit = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: s.rssMiB })));
+    const fitOf = (y: (s: SoakSample) => number): { slope: number; ci95: number } => {
+      const f = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: y(s) })));
+      return { slope: round(f.slope, 2), ci95: round(f.ci95, 2) };
+    };
     const fds = samples.map((s) => s.fds);
     const lags = samples.map((s) => s.eventLoopP99Ms);
     const result: SoakResult = {
@@ -557,6 +580,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         slopeCi95MiBPerHour: round(fit.ci95, 2),
         samplesInSlope: warm.length,
         slopeSpanMin: warm.length > 1 ? round((warm[warm.length - 1]!.t - warm[0]!.t) / 60, 2) : 0,
+        jsHeapSlope: fitOf((s) => s.heapTotalMiB),
+        nativeSlope: fitOf((s) => s.rssMiB - s.heapTotalMiB),
       },
       fds: { start: samples[0]?.fds ?? 0, end: last.fds, min: Math.min(...fds), max: Math.max(...fds) },
       eventLoopP99Ms: { max: Math.max(...lags), median: median(lags) ?? 0 },
@@ -624,6 +649,11 @@ export function soakMarkdown(r: SoakResult): string {
         `(least squares, ${r.rss.samplesInSlope} samples over ${r.rss.slopeSpanMin} min after a ${round(o.warmupSec)} s warm-up` +
         `${r.rss.slopeSpanMin < 10 ? '; too short to tell a leak from warm-up' : ''})`,
     ],
+    [
+      'RSS slope split',
+      `V8 heap (committed) ${r.rss.jsHeapSlope.slope} ± ${r.rss.jsHeapSlope.ci95} MiB/h; ` +
+        `native (RSS − V8 heap) ${r.rss.nativeSlope.slope} ± ${r.rss.nativeSlope.ci95} MiB/h`,
+    ],
     ['Open fds', `start ${r.fds.start}, end ${r.fds.end}, min ${r.fds.min}, max ${r.fds.max}`],
     ['Event-loop delay p99', `max ${r.eventLoopP99Ms.max} ms, median ${r.eventLoopP99Ms.median} ms`],
     [
@@ -645,7 +675,7 @@ export function soakMarkdown(r: SoakResult): string {
     .filter((_, i) => i % every === 0 || i === r.samples.length - 1)
     .map(
       (s) =>
-        `| ${s.t} | ${s.rssMiB} | ${s.fds} | ${s.eventLoopP99Ms} | ${s.requests.ok} | ${s.requests.failed} | ${s.telemetry.results.pending} | ${s.upstreamResults} | ${s.modelVersion ?? '–'} | ${s.connected ? 'yes' : 'no'} |`,
+        `| ${s.t} | ${s.rssMiB} | ${s.heapTotalMiB} | ${s.externalMiB} | ${s.fds} | ${s.eventLoopP99Ms} | ${s.requests.ok} | ${s.requests.failed} | ${s.telemetry.results.pending} | ${s.upstreamResults} | ${s.modelVersion ?? '–'} | ${s.connected ? 'yes' : 'no'} |`,
     );
   return [
     `# Soak ${r.date}`,
@@ -660,8 +690,8 @@ export function soakMarkdown(r: SoakResult): string {
     ...(r.requests.firstFailures.length
       ? [`First failures: ${r.requests.firstFailures.slice(0, 5).join('; ')}`, '']
       : []),
-    '| t (s) | RSS (MiB) | fds | loop p99 (ms) | ok | failed | pending | upstream | model | connected |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| t (s) | RSS (MiB) | JS heap (MiB) | external (MiB) | fds | loop p99 (ms) | ok | failed | pending | upstream | model | connected |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...table,
     '',
   ].join('\n');
