@@ -45,7 +45,11 @@ export function defaultTestModel(): { model: Uint8Array; manifest: object } {
 }
 
 /** The configuration of a test daemon: loopback, an ephemeral port, CPU, data under `dir`. */
-export function testConfig(dir: string, modelPath: string, env: Record<string, string> = {}): Readonly<Config> {
+export function testConfig(
+  dir: string,
+  modelPath: string,
+  env: Record<string, string> = {},
+): Readonly<Config> {
   return loadConfig({
     HOST: '127.0.0.1',
     PORT: '0',
