@@ -129,6 +129,12 @@ export interface SoakResult {
      */
     jsHeapSlope: { slope: number; ci95: number };
     nativeSlope: { slope: number; ci95: number };
+    /**
+     * The post-warm-up window in thirds: median and max RSS, and median native (RSS − V8 heap), of
+     * each. V8 grows its committed heap in steps and gives it back at some major GCs, so a slope
+     * over one window can catch a rising step; a leak raises every third over the one before.
+     */
+    thirds: { medianMiB: number; maxMiB: number; nativeMedianMiB: number }[];
   };
   fds: { start: number; end: number; min: number; max: number };
   eventLoopP99Ms: { max: number; median: number };
@@ -325,7 +331,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         // As the images set it (Dockerfile.*): two malloc arenas instead of one per thread.
         MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
         // An allocator preloaded for comparison (LD_PRELOAD=…libjemalloc.so.2, MALLOC_CONF) reaches the daemon.
-        ...pick(process.env, ['LD_PRELOAD', 'MALLOC_CONF', 'NODE_OPTIONS']),
+        ...pick(process.env, ['LD_PRELOAD', 'MALLOC_CONF', 'MALLOC_MMAP_THRESHOLD_', 'NODE_OPTIONS']),
       },
       stdio: ['ignore', out, out],
     });
@@ -582,6 +588,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         slopeSpanMin: warm.length > 1 ? round((warm[warm.length - 1]!.t - warm[0]!.t) / 60, 2) : 0,
         jsHeapSlope: fitOf((s) => s.heapTotalMiB),
         nativeSlope: fitOf((s) => s.rssMiB - s.heapTotalMiB),
+        thirds: [0, 1, 2].map((i) => {
+          const part = warm.slice(Math.floor((i * warm.length) / 3), Math.floor(((i + 1) * warm.length) / 3));
+          return {
+            medianMiB: round(median(part.map((s) => s.rssMiB)) ?? 0),
+            maxMiB: round(Math.max(0, ...part.map((s) => s.rssMiB))),
+            nativeMedianMiB: round(median(part.map((s) => s.rssMiB - s.heapTotalMiB)) ?? 0),
+          };
+        }),
       },
       fds: { start: samples[0]?.fds ?? 0, end: last.fds, min: Math.min(...fds), max: Math.max(...fds) },
       eventLoopP99Ms: { max: Math.max(...lags), median: median(lags) ?? 0 },
@@ -653,6 +667,12 @@ export function soakMarkdown(r: SoakResult): string {
       'RSS slope split',
       `V8 heap (committed) ${r.rss.jsHeapSlope.slope} ± ${r.rss.jsHeapSlope.ci95} MiB/h; ` +
         `native (RSS − V8 heap) ${r.rss.nativeSlope.slope} ± ${r.rss.nativeSlope.ci95} MiB/h`,
+    ],
+    [
+      'RSS by thirds after warm-up',
+      r.rss.thirds
+        .map((t) => `median ${t.medianMiB} / max ${t.maxMiB} MiB (native ${t.nativeMedianMiB})`)
+        .join('; '),
     ],
     ['Open fds', `start ${r.fds.start}, end ${r.fds.end}, min ${r.fds.min}, max ${r.fds.max}`],
     ['Event-loop delay p99', `max ${r.eventLoopP99Ms.max} ms, median ${r.eventLoopP99Ms.median} ms`],
