@@ -16,7 +16,7 @@
  * --restart-downtime 2 (s), --sample-every 10 (s),
  * --warmup S (default: the first cycle of broker restarts, 2 × restart-every, at most a third of
  * the run), --port P. The daemon runs with MALLOC_ARENA_MAX=2, as in the images; LD_PRELOAD,
- * MALLOC_CONF and NODE_OPTIONS reach it (another allocator, --heapsnapshot-signal=SIGUSR2).
+ * MALLOC_CONF, MALLOC_MMAP_THRESHOLD_ and NODE_OPTIONS reach it (another allocator, --heapsnapshot-signal=SIGUSR2).
  * Each sample also reads V8's committed heap and external memory from /metrics, and the RSS slope
  * is split into the V8 heap's and the rest's (native).
  *
@@ -330,7 +330,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         IOTHUB_BACKOFF_MAX_MS: '5000',
         // As the images set it (Dockerfile.*): two malloc arenas instead of one per thread.
         MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
-        // An allocator preloaded for comparison (LD_PRELOAD=…libjemalloc.so.2, MALLOC_CONF) reaches the daemon.
+        // An allocator or setting for comparison (LD_PRELOAD=…libjemalloc.so.2, MALLOC_CONF, glibc's mmap threshold) reaches the daemon.
         ...pick(process.env, ['LD_PRELOAD', 'MALLOC_CONF', 'MALLOC_MMAP_THRESHOLD_', 'NODE_OPTIONS']),
       },
       stdio: ['ignore', out, out],
@@ -555,6 +555,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 
     const warm = samples.filter((s) => s.t >= o.warmupSec);
     const fit = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: s.rssMiB })));
+    const native = (s: SoakSample): number => s.rssMiB - s.heapTotalMiB;
     const fitOf = (y: (s: SoakSample) => number): { slope: number; ci95: number } => {
       const f = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: y(s) })));
       return { slope: round(f.slope, 2), ci95: round(f.ci95, 2) };
@@ -587,13 +588,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         samplesInSlope: warm.length,
         slopeSpanMin: warm.length > 1 ? round((warm[warm.length - 1]!.t - warm[0]!.t) / 60, 2) : 0,
         jsHeapSlope: fitOf((s) => s.heapTotalMiB),
-        nativeSlope: fitOf((s) => s.rssMiB - s.heapTotalMiB),
+        nativeSlope: fitOf(native),
         thirds: [0, 1, 2].map((i) => {
           const part = warm.slice(Math.floor((i * warm.length) / 3), Math.floor(((i + 1) * warm.length) / 3));
           return {
             medianMiB: round(median(part.map((s) => s.rssMiB)) ?? 0),
             maxMiB: round(Math.max(0, ...part.map((s) => s.rssMiB))),
-            nativeMedianMiB: round(median(part.map((s) => s.rssMiB - s.heapTotalMiB)) ?? 0),
+            nativeMedianMiB: round(median(part.map(native)) ?? 0),
           };
         }),
       },
