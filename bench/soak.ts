@@ -135,6 +135,12 @@ export interface SoakResult {
      * over one window can catch a rising step; a leak raises every third over the one before.
      */
     thirds: { medianMiB: number; maxMiB: number; nativeMedianMiB: number }[];
+    /**
+     * The RSS slope fitted to each half of the post-warm-up window on its own: a leak keeps its
+     * slope in the second half, growth that levels off (a heap or arena reaching its working size)
+     * does not. Meaningful from runs of about an hour.
+     */
+    halves: { slope: number; ci95: number }[];
   };
   fds: { start: number; end: number; min: number; max: number };
   eventLoopP99Ms: { max: number; median: number };
@@ -556,10 +562,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const warm = samples.filter((s) => s.t >= o.warmupSec);
     const fit = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: s.rssMiB })));
     const native = (s: SoakSample): number => s.rssMiB - s.heapTotalMiB;
-    const fitOf = (y: (s: SoakSample) => number): { slope: number; ci95: number } => {
-      const f = leastSquaresSlope(warm.map((s) => ({ x: s.t / 3600, y: y(s) })));
+    const fitOf = (
+      y: (s: SoakSample) => number,
+      part: SoakSample[] = warm,
+    ): { slope: number; ci95: number } => {
+      const f = leastSquaresSlope(part.map((s) => ({ x: s.t / 3600, y: y(s) })));
       return { slope: round(f.slope, 2), ci95: round(f.ci95, 2) };
     };
+    const half = Math.floor(warm.length / 2);
     const fds = samples.map((s) => s.fds);
     const lags = samples.map((s) => s.eventLoopP99Ms);
     const result: SoakResult = {
@@ -597,6 +607,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
             nativeMedianMiB: round(median(part.map(native)) ?? 0),
           };
         }),
+        halves: [warm.slice(0, half), warm.slice(half)].map((part) => fitOf((s) => s.rssMiB, part)),
       },
       fds: { start: samples[0]?.fds ?? 0, end: last.fds, min: Math.min(...fds), max: Math.max(...fds) },
       eventLoopP99Ms: { max: Math.max(...lags), median: median(lags) ?? 0 },
@@ -674,6 +685,10 @@ export function soakMarkdown(r: SoakResult): string {
       r.rss.thirds
         .map((t) => `median ${t.medianMiB} / max ${t.maxMiB} MiB (native ${t.nativeMedianMiB})`)
         .join('; '),
+    ],
+    [
+      'RSS slope by halves after warm-up',
+      r.rss.halves.map((h) => `${h.slope} ± ${h.ci95} MiB/h`).join('; then '),
     ],
     ['Open fds', `start ${r.fds.start}, end ${r.fds.end}, min ${r.fds.min}, max ${r.fds.max}`],
     ['Event-loop delay p99', `max ${r.eventLoopP99Ms.max} ms, median ${r.eventLoopP99Ms.median} ms`],

@@ -69,7 +69,8 @@ function spilledJson(it: Item): string {
  * in the new process, so the account stays exact per process lifetime.
  */
 export class TelemetryBuffer {
-  private items: Item[] = [];
+  /** Slots before the head are cleared as it passes them, so delivered items are freed at once. */
+  private items: (Item | undefined)[] = [];
   private head = 0;
   /** Items at or after the head that were delivered or dropped out of order. */
   private readonly done = new Set<Item>();
@@ -162,6 +163,7 @@ export class TelemetryBuffer {
   private advance(): void {
     while (this.head < this.items.length && this.done.has(this.items[this.head]!)) {
       this.done.delete(this.items[this.head]!);
+      this.items[this.head] = undefined;
       this.head++;
     }
     if (this.head > 1024 && this.head * 2 > this.items.length) {
@@ -238,7 +240,9 @@ export class TelemetryBuffer {
     this.spilling = (async () => {
       await this.spilling;
       this.dirty = false;
-      const items = this.items.slice(this.head).filter((it) => !this.done.has(it));
+      const items = this.items
+        .slice(this.head)
+        .filter((it): it is Item => it !== undefined && !this.done.has(it));
       const tmp = `${this.file}.${process.pid}.tmp`;
       try {
         await mkdir(path.dirname(this.file), { recursive: true });
