@@ -138,7 +138,8 @@ export interface SoakResult {
     /**
      * The RSS slope fitted to each half of the post-warm-up window on its own: a leak keeps its
      * slope in the second half, growth that levels off (a heap or arena reaching its working size)
-     * does not. Meaningful from runs of about an hour.
+     * does not. Meaningful from runs of about two hours; a half that starts just after V8 handed
+     * its heap back shows the climb to its working size, so read it with the native slope.
      */
     halves: { slope: number; ci95: number }[];
   };
