@@ -135,6 +135,7 @@ function settingsFor(a: Arrangement): ScoringSettings {
 async function loadRuntime(modelPath: string, a: Arrangement): Promise<ModelRuntime> {
   return ModelRuntime.load({
     modelPath,
+    role: 'active',
     settings: settingsFor(a),
     warmupRuns: 2,
     logger: pino({ level: 'silent' }),

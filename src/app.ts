@@ -6,18 +6,20 @@ import azureIotDevice from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import type { Config } from './config.js';
 import { buildServer } from './http/server.js';
+import { component, Lifecycle, type Component } from './lifecycle.js';
+import { ModelFetcher } from './models/fetcher.js';
+import { ModelManager, type LifecycleEvent } from './models/manager.js';
+import { ModelStore } from './models/store.js';
 import { ScoringEngine } from './scoring/engine.js';
 import { configureTensorRt } from './scoring/providers.js';
 import { TelemetryBuffer } from './telemetry/buffer.js';
 import { Metrics } from './telemetry/metrics.js';
 import { TelemetryPublisher } from './telemetry/publisher.js';
-import { DEFAULT_TELEMETRY } from './twin/desired.js';
+import { resultOf } from './telemetry/results.js';
+import { DEFAULT_TELEMETRY } from './telemetry/settings.js';
 import { DesiredFileWatcher, ReportedFileSink } from './twin/desired-file.js';
 import { IotHubConnection } from './twin/iothub-connection.js';
 import { directMethods } from './twin/methods.js';
-import { ModelFetcher } from './twin/model-fetcher.js';
-import { ModelManager, type LifecycleEvent } from './twin/model-manager.js';
-import { ModelStore } from './twin/model-store.js';
 import { DesiredStateReconciler } from './twin/reconciler.js';
 import { ReportedProperties } from './twin/reported.js';
 import { daemonInfo } from './version.js';
@@ -35,22 +37,21 @@ export interface App {
   readonly publisher: TelemetryPublisher | undefined;
   /** The bound address once started (port resolved when PORT=0). */
   readonly address: { host: string; port: number } | undefined;
+  /** Starts every component in order; the HTTP port opens last. Aborted by stop(). */
   start(): Promise<void>;
+  /** Stops every component that started, in reverse order. Idempotent. */
   stop(): Promise<void>;
 }
 
-/** Reads the extra CA once; a missing file is a configuration error worth stopping for. */
-async function readCa(file: string | undefined): Promise<string | undefined> {
-  return file ? readFile(file, 'utf8') : undefined;
-}
-
 /**
- * Wires the components. Start order: model cache, last-known-good model (served before IoT Hub
- * is reachable), desired-state source (IoT Hub in the background, or the standalone file), and
- * last the HTTP listen, so an open port means ready to score. Stop runs in reverse: close HTTP
- * (503 to new requests, in-flight ones finish), stop model changes, drain scoring and release the
- * sessions, flush reported properties, close the twin. One failing step is logged while the others
- * still run.
+ * Wires the components and keeps their one ordered list (docs/architecture.md, "Start and
+ * stop"). Start order: CA file, model cache, TensorRT settings, IoT Hub connection (in the
+ * background), reported properties, upstream telemetry, scoring engine, the last-known-good model
+ * (served before IoT Hub is reachable), the desired-state reconciler, the standalone desired file,
+ * and last the HTTP listen, so an open port means ready to score. Stop runs the list in reverse:
+ * close HTTP (503 to new requests, in-flight ones finish), stop model changes, drain scoring and
+ * release the sessions, flush telemetry and reported properties, close the twin. One failing step
+ * is logged while the others still run, and a stop during start aborts what is still starting.
  */
 export function createApp(config: Readonly<Config>, logger: Logger): App {
   // azure-iot-device is CommonJS; under Node's ESM only its default export is reliable.
@@ -102,8 +103,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     engine,
     store,
     fetcher,
+    metrics,
     logger,
-    fallbackModelPath: config.modelPath,
+    // Under IoT Hub the bundled demo model never answers a line unless MODEL_PATH names it.
+    fallbackModelPath: config.twinMode === 'standalone' || config.modelPathSet ? config.modelPath : undefined,
     onReport: (report) => reported.set('model', report),
     onEvent,
   });
@@ -162,17 +165,87 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
 
   let server: FastifyInstance | undefined;
   let address: { host: string; port: number } | undefined;
-  let stopping: Promise<void> | undefined;
+  let unsubscribeTelemetry: (() => void) | undefined;
 
-  const step = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
-    const started = Date.now();
-    try {
-      await fn();
-      logger.info({ component: 'app', step: name, durationMs: Date.now() - started }, 'stop step done');
-    } catch (err) {
-      logger.error({ component: 'app', step: name, err }, 'stop step failed');
-    }
-  };
+  const components: Component[] = [
+    component('ca', async () => {
+      ca = config.iothubCaFile ? await readFile(config.iothubCaFile, 'utf8') : undefined;
+    }),
+    component('model-store', () => store.init()),
+    component('tensorrt', () => configureTensorRt(config)),
+    component(
+      'iothub',
+      () => connection?.start(),
+      () => connection?.stop(),
+    ),
+    component(
+      'reported',
+      () => {
+        reported.set('daemon', daemonInfo(new Date()));
+        if (config.twinMode === 'standalone') {
+          reported.attach(new ReportedFileSink(path.join(config.dataDir, 'reported.json')));
+        }
+      },
+      () => reported.stop(),
+    ),
+    component(
+      'telemetry',
+      async () => {
+        if (!publisher) return;
+        await publisher.restore();
+        publisher.start();
+        publisher.event({ event: 'daemon-started', daemon: reported.document.daemon });
+        unsubscribeTelemetry = engine.frames.subscribe('telemetry', (f) => publisher.result(resultOf(f)));
+      },
+      async () => {
+        if (!publisher) return;
+        // Frames answered while scoring drained reach the buffer before it is flushed.
+        await engine.frames.idle();
+        unsubscribeTelemetry?.();
+        publisher.event({ event: 'daemon-stopping' });
+        await publisher.stop(Math.min(5000, config.shutdownTimeoutMs / 2));
+      },
+    ),
+    component(
+      'engine',
+      () => undefined,
+      () => engine.stop(),
+    ),
+    component(
+      'models',
+      (signal) => manager.start(reconciler.effectiveScoring, signal),
+      () => manager.stop(),
+    ),
+    component(
+      'reconciler',
+      () => reconciler.start(),
+      () => reconciler.stop(),
+    ),
+    component(
+      'desired-file',
+      () => watcher?.start(),
+      () => watcher?.stop(),
+    ),
+    component(
+      'http',
+      async (signal) => {
+        server = await buildServer({ config, engine, metrics, logger, models: manager });
+        if (signal.aborted) return;
+        await server.listen({ host: config.host, port: config.port });
+        const a = server.server.address();
+        if (a && typeof a === 'object') address = { host: a.address, port: a.port };
+        logger.info(
+          { component: 'app', ...address, ready: engine.ready, twinMode: config.twinMode },
+          'edge-scorer listening',
+        );
+      },
+      async () => {
+        await server?.close();
+      },
+    ),
+  ];
+  const lifecycle = new Lifecycle(components, logger);
+  let stopping: Promise<void> | undefined;
 
   return {
     config,
@@ -187,58 +260,9 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     get address() {
       return address;
     },
-    async start() {
-      ca = await readCa(config.iothubCaFile);
-      await store.init();
-      await configureTensorRt(config);
-      const daemon = daemonInfo(new Date());
-      reported.set('daemon', daemon);
-      reconciler.init();
-      if (publisher) {
-        await publisher.restore();
-        publisher.start();
-        publisher.event({ event: 'daemon-started', daemon });
-      }
-      await manager.start(reconciler.effectiveScoring);
-      if (config.twinMode === 'standalone') {
-        reported.attach(new ReportedFileSink(path.join(config.dataDir, 'reported.json')));
-      }
-      await watcher?.start();
-      connection?.start();
-      server = await buildServer({
-        config,
-        engine,
-        metrics,
-        logger,
-        onResult: publisher && ((r) => publisher.result(r)),
-      });
-      await server.listen({ host: config.host, port: config.port });
-      const a = server.server.address();
-      if (a && typeof a === 'object') address = { host: a.address, port: a.port };
-      logger.info(
-        { component: 'app', ...address, ready: engine.ready, twinMode: config.twinMode },
-        'edge-scorer listening',
-      );
-    },
+    start: () => lifecycle.start(),
     stop() {
-      stopping ??= (async () => {
-        await step('http', async () => {
-          await server?.close();
-        });
-        await step('desired-file', () => watcher?.stop());
-        reconciler.close();
-        await step('model', () => manager.stop());
-        await step('engine', () => engine.stop());
-        await step('telemetry', async () => {
-          publisher?.event({ event: 'daemon-stopping' });
-          await publisher?.stop(Math.min(5000, config.shutdownTimeoutMs / 2));
-        });
-        await step('reported', () => reported.stop());
-        await step('iothub', async () => {
-          await connection?.stop();
-        });
-        logger.info({ component: 'app' }, 'edge-scorer stopped');
-      })();
+      stopping ??= lifecycle.stop().then(() => logger.info({ component: 'app' }, 'edge-scorer stopped'));
       return stopping;
     },
   };

@@ -31,6 +31,8 @@ export interface Config {
   port: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   modelPath: string;
+  /** MODEL_PATH was given (under IoT Hub, only then does a local model serve before the twin's). */
+  modelPathSet: boolean;
   dataDir: string;
   apiToken: string | undefined;
   bodyLimitBytes: number;
@@ -368,6 +370,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     port: v.port,
     logLevel: v.logLevel,
     modelPath: path.resolve((values.modelPath as string | undefined) ?? DEFAULT_MODEL_PATH),
+    modelPathSet: values.modelPath !== undefined,
     dataDir: path.resolve(v.dataDir),
     apiToken: values.apiToken as string | undefined,
     bodyLimitBytes: v.bodyLimitBytes,

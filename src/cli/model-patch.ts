@@ -5,7 +5,7 @@ import { isEdgeError } from '../errors.js';
 import { checkModel, readModelFile } from '../scoring/model-loader.js';
 import type { PartialManifest } from '../scoring/manifest.js';
 import { parseDesired } from '../twin/desired.js';
-import { checkModelUrl } from '../twin/model-fetcher.js';
+import { checkModelUrl } from '../models/fetcher.js';
 
 const USAGE = `usage: edge-scorer model-patch <model.onnx> --url <https://…/model.onnx> [--version V] [--name N] [--allow-prefix P]
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
@@ -10,13 +11,12 @@ import {
   type FrameInput,
   type RawFormat,
 } from '../scoring/preprocess.js';
-import type { FrameResult } from '../telemetry/publisher.js';
 import { bearerGuard } from './auth.js';
+import type { ModelStatusSource } from './model-routes.js';
 
 export interface ScoreRouteOptions {
   engine: ScoringEngine;
-  /** Told about every scored frame (the upstream publisher). */
-  onResult: ((r: FrameResult) => void) | undefined;
+  models: ModelStatusSource;
   apiToken: string | undefined;
   bodyLimitBytes: number;
 }
@@ -125,9 +125,13 @@ export function avaAnswer(p: FramePrediction, frame: { width: number; height: nu
   return { inferences };
 }
 
-/** POST /v1/score and the AVA-compatible POST /score. */
+/**
+ * POST /v1/score and the AVA-compatible POST /score. The routes only turn requests into frames
+ * and predictions into answers; what happens after scoring (telemetry, capture…) subscribes to
+ * the engine's scored-frame stream.
+ */
 export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, opts) => {
-  const { engine } = opts;
+  const { engine, models } = opts;
   // Only frames are bodies here: without fastify's JSON/text parsers, any other type is a 415.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
@@ -138,37 +142,28 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
   if (opts.apiToken) app.addHook('onRequest', bearerGuard(opts.apiToken));
   // Refuse before reading a body the daemon could not score anyway.
   app.addHook('onRequest', async () => {
-    if (!engine.ready) throw new EdgeError(ErrorCodes.NOT_READY, 'no model is ready');
+    if (!engine.ready) {
+      const reason = models.waitingReason;
+      throw new EdgeError(
+        ErrorCodes.NOT_READY,
+        reason ? `no model is ready: ${reason}` : 'no model is ready',
+      );
+    }
   });
 
-  const publish = (frameId: string, cameraId: string | null, o: ScoreOutcome, totalMs: number): void => {
-    if (!opts.onResult) return;
-    const p = o.prediction;
-    opts.onResult({
-      frameId,
-      cameraId,
-      model: o.model,
-      defect: p.defect,
-      ...(p.classification ? { classification: p.classification } : {}),
-      ...(p.detections ? { detections: p.detections } : {}),
-      totalMs: round(totalMs),
-      at: new Date().toISOString(),
-    });
-  };
-
   app.post('/v1/score', async (request, reply) => {
+    const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
-    const outcome = await engine.score(frameFrom(request));
-    const totalMs = reply.elapsedTime;
-    publish(frameId, cameraId, outcome, totalMs);
-    return reply.send(v1Answer(frameId, cameraId, outcome, totalMs));
+    const outcome = await engine.score(frameFrom(request), { frameId, cameraId, receivedAt });
+    return reply.send(v1Answer(frameId, cameraId, outcome, reply.elapsedTime));
   });
 
   app.post('/score', async (request, reply) => {
+    const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
-    const outcome = await engine.score(frameFrom(request));
-    publish(frameId, optionalId(request, 'x-camera-id') ?? null, outcome, reply.elapsedTime);
+    const cameraId = optionalId(request, 'x-camera-id') ?? null;
+    const outcome = await engine.score(frameFrom(request), { frameId, cameraId, receivedAt });
     const g = outcome.frame;
     return reply.send(avaAnswer(outcome.prediction, { width: g.frameWidth, height: g.frameHeight }));
   });

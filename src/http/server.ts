@@ -3,12 +3,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { ScoringEngine } from '../scoring/engine.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import type { FrameResult } from '../telemetry/publisher.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { healthRoutes } from './health-routes.js';
 import { metricsRoute } from './metrics-route.js';
-import { modelRoutes } from './model-routes.js';
+import { modelRoutes, type ModelStatusSource } from './model-routes.js';
 import { scoreRoutes } from './score-routes.js';
 
 export interface ServerDeps {
@@ -16,7 +15,8 @@ export interface ServerDeps {
   engine: ScoringEngine;
   metrics: Metrics;
   logger: Logger;
-  onResult?: ((r: FrameResult) => void) | undefined;
+  /** The model lifecycle's status and last error (their one owner). */
+  models: ModelStatusSource;
 }
 
 /** Builds the HTTP app; it never listens (app.ts does, last, once everything else started). */
@@ -25,7 +25,7 @@ export async function buildServer({
   engine,
   metrics,
   logger,
-  onResult,
+  models,
 }: ServerDeps): Promise<FastifyInstance> {
   // Typed as fastify's logger interface so route plugins stay generic over the logger.
   const loggerInstance: FastifyBaseLogger = logger.child({ component: 'http' });
@@ -82,12 +82,12 @@ export async function buildServer({
     metrics.requests.inc({ route, outcome });
     metrics.requestDuration.observe({ route }, reply.elapsedTime / 1000);
   });
-  await app.register(healthRoutes, { engine });
-  await app.register(modelRoutes, { engine });
+  await app.register(healthRoutes, { engine, models });
+  await app.register(modelRoutes, { engine, models });
   await app.register(metricsRoute, { metrics });
   await app.register(scoreRoutes, {
     engine,
-    onResult,
+    models,
     apiToken: config.apiToken,
     bodyLimitBytes: config.bodyLimitBytes,
   });

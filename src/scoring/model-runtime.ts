@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { ScoringSettings } from '../config.js';
@@ -10,8 +11,18 @@ import type { FramePrediction } from './postprocess.js';
 import { blankFrame, type InputTensorData, type PreparedFrame } from './preprocess.js';
 import type { LoadedModel, ProviderAttempt, ValueInfo } from './worker-protocol.js';
 
+/**
+ * What a runtime is for: `active` answers the line; `candidate` scores a share of frames off the
+ * answer path for a shadow trial. A runtime keeps its role for life; a promotion loads the model
+ * again as `active` through the normal swap.
+ */
+export type RuntimeRole = 'active' | 'candidate';
+
 export interface RuntimeOptions {
   modelPath: string;
+  role: RuntimeRole;
+  /** Aborting it stops a load in progress: the workers are terminated and load() throws CANCELLED. */
+  signal?: AbortSignal;
   /** Manifest fields that take precedence over model.json and the ONNX metadata (the twin's). */
   manifest?: PartialManifest;
   settings: ScoringSettings;
@@ -39,7 +50,8 @@ export interface ModelInfo {
   loadMs: number;
 }
 
-export interface FrameResult {
+/** One frame's share of an inference batch. */
+export interface InferredFrame {
   prediction: FramePrediction;
   queueMs: number;
   inferenceMs: number;
@@ -51,7 +63,7 @@ interface Item {
   data: InputTensorData;
   frame: PreparedFrame;
   enqueuedAt: number;
-  resolve: (r: FrameResult) => void;
+  resolve: (r: InferredFrame) => void;
   reject: (e: Error) => void;
 }
 
@@ -97,6 +109,16 @@ export class ModelRuntime {
     return this.opts.settings;
   }
 
+  get role(): RuntimeRole {
+    return this.opts.role;
+  }
+
+  /** Threads this runtime runs: its workers times onnxruntime's intra-op threads per session. */
+  get threads(): number {
+    const intra = this.opts.settings.intraOpThreads || availableParallelism();
+    return this.workers.length * intra;
+  }
+
   /** Frames admitted (decoding or waiting) and not yet handed to a worker. */
   get depth(): number {
     return this.admitted + this.pending.length;
@@ -116,7 +138,15 @@ export class ModelRuntime {
     const started = performance.now();
     const { settings, metrics, logger } = opts;
     const workers: InferenceWorker[] = [];
+    const abort = (): void => {
+      for (const w of workers) void w.close();
+    };
+    opts.signal?.addEventListener('abort', abort, { once: true });
+    const cancelled = (): void => {
+      if (opts.signal?.aborted) throw new EdgeError(ErrorCodes.CANCELLED, 'model load cancelled');
+    };
     try {
+      cancelled();
       opts.onPhase?.('loading');
       const file = await readModelFile(opts.modelPath);
       const loadOpts = {
@@ -126,17 +156,22 @@ export class ModelRuntime {
         intraOpThreads: settings.intraOpThreads,
         spinning: settings.intraOpSpinning,
       };
-      const first = new InferenceWorker('inference-0');
+      const first = new InferenceWorker(`${opts.role}-inference-0`);
       workers.push(first);
       const loaded = await first.load(loadOpts);
+      cancelled();
       const checked = checkModel(file, opts.manifest, loaded.inputs, loaded.outputs);
-      for (let i = 1; i < settings.workers; i++) workers.push(new InferenceWorker(`inference-${i}`));
+      for (let i = 1; i < settings.workers; i++) {
+        workers.push(new InferenceWorker(`${opts.role}-inference-${i}`));
+      }
       await Promise.all(workers.slice(1).map((w) => w.load(loadOpts)));
       await Promise.all(workers.map((w) => w.configure(checked.manifest)));
       const info = runtimeInfo(file, loaded, checked, settings, started);
       const runtime = new ModelRuntime(info, opts, workers, checked.frameDims);
+      cancelled();
       opts.onPhase?.('warming');
       await runtime.warmUp(opts.warmupRuns);
+      cancelled();
       info.loadMs = performance.now() - started;
       metrics.modelLoads.inc({ outcome: 'success' });
       metrics.modelLoadDuration.observe(info.loadMs / 1000);
@@ -149,6 +184,7 @@ export class ModelRuntime {
       logger.info(
         {
           component: 'engine',
+          role: opts.role,
           modelName: info.manifest.name,
           modelVersion: info.manifest.version,
           provider: info.executionProvider,
@@ -160,11 +196,15 @@ export class ModelRuntime {
       return runtime;
     } catch (err) {
       await Promise.all(workers.map((w) => w.close()));
-      const e = isEdgeError(err)
-        ? err
-        : new EdgeError(ErrorCodes.MODEL_LOAD_FAILED, err instanceof Error ? err.message : String(err));
-      metrics.modelLoads.inc({ outcome: e.code });
+      const e = opts.signal?.aborted
+        ? new EdgeError(ErrorCodes.CANCELLED, 'model load cancelled')
+        : isEdgeError(err)
+          ? err
+          : new EdgeError(ErrorCodes.MODEL_LOAD_FAILED, err instanceof Error ? err.message : String(err));
+      if (e.code !== ErrorCodes.CANCELLED) metrics.modelLoads.inc({ outcome: e.code });
       throw e;
+    } finally {
+      opts.signal?.removeEventListener('abort', abort);
     }
   }
 
@@ -217,7 +257,7 @@ export class ModelRuntime {
   }
 
   /** Queues an admitted, pre-processed frame and resolves with its prediction. */
-  submit(frame: PreparedFrame): Promise<FrameResult> {
+  submit(frame: PreparedFrame): Promise<InferredFrame> {
     this.admitted--;
     return new Promise((resolve, reject) => {
       this.pending.push({ data: frame.data, frame, enqueuedAt: performance.now(), resolve, reject });
@@ -247,7 +287,8 @@ export class ModelRuntime {
       const items = this.pending.splice(0, max);
       this.dispatch(worker, items);
     }
-    this.opts.metrics.queueDepth.set(this.depth);
+    if (this.role === 'active') this.opts.metrics.queueDepth.set(this.depth);
+    this.opts.metrics.runtimeQueueDepth.set({ role: this.role }, this.depth);
   }
 
   /** Copies frames into one batch tensor, zero-padded to a static batch size. */
@@ -264,14 +305,22 @@ export class ModelRuntime {
     const { batch, data } = this.assemble(items.map((i) => i.data));
     const { metrics } = this.opts;
     this.inFlight++;
-    metrics.batchSize.observe(items.length);
-    for (const it of items) metrics.queueDuration.observe((now - it.enqueuedAt) / 1000);
+    const role = { role: this.role };
+    const answering = this.role === 'active';
+    if (answering) {
+      metrics.batchSize.observe(items.length);
+      for (const it of items) metrics.queueDuration.observe((now - it.enqueuedAt) / 1000);
+    }
     worker
       .run({ batch, dims: this.frameDims, data, geometries: items.map((i) => i.frame.geometry) })
       .then(
         (res) => {
-          metrics.inferenceDuration.observe(res.inferenceMs / 1000);
-          metrics.postprocessDuration.observe(res.postprocessMs / 1000);
+          if (answering) {
+            metrics.inferenceDuration.observe(res.inferenceMs / 1000);
+            metrics.postprocessDuration.observe(res.postprocessMs / 1000);
+          }
+          metrics.runtimeInferenceDuration.observe(role, res.inferenceMs / 1000);
+          metrics.runtimeFrames.inc(role, items.length);
           this.msPerFrame = 0.8 * this.msPerFrame + (0.2 * res.inferenceMs) / items.length;
           items.forEach((it, i) => {
             it.resolve({
@@ -305,7 +354,7 @@ export class ModelRuntime {
     const idx = this.workers.indexOf(dead);
     if (idx < 0 || this.closing) return;
     const { logger, settings } = this.opts;
-    const fresh = new InferenceWorker(`inference-${idx}`);
+    const fresh = new InferenceWorker(`${this.role}-inference-${idx}`);
     this.workers[idx] = fresh;
     logger.error({ component: 'engine', worker: idx }, 'inference worker died; starting a replacement');
     fresh

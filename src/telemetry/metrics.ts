@@ -12,7 +12,7 @@ const LATENCY_BUCKETS = [
 ];
 
 /**
- * The daemon's Prometheus metrics (DESIGN.md §6). One instance per daemon, created in app.ts and
+ * The daemon's Prometheus metrics (README, "Metrics"). One instance per daemon, created in app.ts and
  * passed to the components; labels are closed sets (routes, outcomes, model labels from the
  * manifest) so their cardinality cannot explode.
  */
@@ -173,6 +173,67 @@ export class Metrics {
   readonly telemetryBufferCapacity = new Gauge({
     name: `${PREFIX}telemetry_buffer_capacity_items`,
     help: 'TELEMETRY_BUFFER_ITEMS: the upstream buffer bound; the oldest items are dropped beyond it.',
+    registers: [this.registry],
+  });
+
+  /**
+   * Per-runtime figures, labelled by role (`active`, `candidate`): the unlabelled queue, batch
+   * and duration series above describe the frames that answer the line, these each runtime.
+   */
+  readonly runtimeWorkers = new Gauge({
+    name: `${PREFIX}runtime_workers`,
+    help: 'Inference worker threads (one onnxruntime session each) of the runtime with this role.',
+    labelNames: ['role'] as const,
+    registers: [this.registry],
+  });
+
+  readonly runtimeThreads = new Gauge({
+    name: `${PREFIX}runtime_threads`,
+    help: "Threads of the runtime with this role: workers times onnxruntime's intra-op threads.",
+    labelNames: ['role'] as const,
+    registers: [this.registry],
+  });
+
+  readonly runtimeModelBytes = new Gauge({
+    name: `${PREFIX}runtime_model_bytes`,
+    help: 'Size of the model file each session of the runtime holds, times its sessions, bytes.',
+    labelNames: ['role'] as const,
+    registers: [this.registry],
+  });
+
+  readonly runtimeQueueDepth = new Gauge({
+    name: `${PREFIX}runtime_queue_depth`,
+    help: 'Frames admitted to the runtime with this role and not yet dispatched to a worker.',
+    labelNames: ['role'] as const,
+    registers: [this.registry],
+  });
+
+  readonly runtimeFrames = new Counter({
+    name: `${PREFIX}runtime_frames_total`,
+    help: 'Frames inferred by the runtime with this role.',
+    labelNames: ['role'] as const,
+    registers: [this.registry],
+  });
+
+  readonly runtimeInferenceDuration = new Histogram({
+    name: `${PREFIX}runtime_inference_duration_seconds`,
+    help: 'onnxruntime session.run time per batch, by runtime role.',
+    labelNames: ['role'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly streamDropped = new Counter({
+    name: `${PREFIX}frame_stream_dropped_total`,
+    help: 'Scored frames a subscriber (telemetry, capture, drift, shadow, console) fell too far behind to receive.',
+    labelNames: ['subscriber'] as const,
+    registers: [this.registry],
+  });
+
+  readonly streamFailures = new Counter({
+    name: `${PREFIX}frame_stream_failures_total`,
+    help: 'Scored frames whose subscriber threw or rejected.',
+    labelNames: ['subscriber'] as const,
     registers: [this.registry],
   });
 

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import azureIotDevice, { type Message } from 'azure-iot-device';
 import type { Logger } from 'pino';
-import type { TelemetrySettings } from '../twin/desired.js';
-import type { LifecycleEvent } from '../twin/model-manager.js';
 import { Waker } from '../util/waker.js';
+import type { LifecycleEvent } from './events.js';
 import type { Metrics } from './metrics.js';
+import type { TelemetrySettings } from './settings.js';
 import { OUTPUTS, type Item, type Output, type TelemetryBuffer } from './buffer.js';
 
 /** IoT Hub and edgeHub refuse messages over 256 KiB, properties included. */

@@ -1,29 +1,12 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { EXECUTION_PROVIDERS, type Config, type ScoringSettings } from '../config.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
-import { manifestSchema, type PartialManifest } from '../scoring/manifest.js';
+import type { DesiredModel } from '../models/published-model.js';
+import { manifestSchema } from '../scoring/manifest.js';
+import { DEFAULT_TELEMETRY, type TelemetrySettings } from '../telemetry/settings.js';
 
-/** The desired `model` block: a manifest plus where to get the file and its identity. */
-export interface DesiredModel extends PartialManifest {
-  url: string;
-  sha256: string;
-  sizeBytes?: number;
-}
-
-/** Telemetry settings (DESIGN.md §4); applied by the upstream publisher. */
-export interface TelemetrySettings {
-  results: 'all' | 'defects' | 'none';
-  maxBatchMessages: number;
-  flushIntervalMs: number;
-  statsIntervalSec: number;
-}
-
-export const DEFAULT_TELEMETRY: TelemetrySettings = Object.freeze({
-  results: 'defects',
-  maxBatchMessages: 100,
-  flushIntervalMs: 1000,
-  statsIntervalSec: 60,
-});
+export type { DesiredModel } from '../models/published-model.js';
+export type { TelemetrySettings } from '../telemetry/settings.js';
 
 /** A validated desired document: what the daemon should be doing. */
 export interface DesiredState {
@@ -176,10 +159,4 @@ export function effectiveScoring(
 
 export function effectiveTelemetry(desired: Partial<TelemetrySettings>): TelemetrySettings {
   return Object.freeze({ ...DEFAULT_TELEMETRY, ...desired });
-}
-
-/** The manifest part of a desired model block (what model.json would hold). */
-export function manifestOf(model: DesiredModel): PartialManifest {
-  const { url: _url, sha256: _sha, sizeBytes: _size, ...manifest } = model;
-  return manifest;
 }

@@ -1,6 +1,6 @@
 import type { ScoringEngine } from '../scoring/engine.js';
 import type { MethodHandler } from './iothub-connection.js';
-import type { ModelManager } from './model-manager.js';
+import type { ModelManager } from '../models/manager.js';
 import type { DesiredStateReconciler } from './reconciler.js';
 import type { ReportedProperties } from './reported.js';
 

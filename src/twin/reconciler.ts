@@ -8,7 +8,7 @@ import {
   type DesiredState,
   type TelemetrySettings,
 } from './desired.js';
-import type { ModelManager } from './model-manager.js';
+import type { ModelManager } from '../models/manager.js';
 import type { ReportedProperties } from './reported.js';
 
 /** Failures worth retrying when the same desired version is seen again (e.g. after a reconnect). */
@@ -47,6 +47,9 @@ export class DesiredStateReconciler {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelayMs: number;
   private closed = false;
+  private started = false;
+  /** The newest document that arrived before start(); handled at start. */
+  private early: { doc: Record<string, unknown>; version: number } | undefined;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.scoring = effectiveScoring(deps.config, {});
@@ -67,10 +70,18 @@ export class DesiredStateReconciler {
     return this.pending;
   }
 
-  /** Publishes the initial effective settings before any desired document arrives. */
-  init(): void {
+  /**
+   * Publishes the initial effective settings, then handles the newest desired document that came
+   * before start (IoT Hub connects in the background while the last good model loads, and a
+   * change must not race that load).
+   */
+  start(): void {
     this.deps.reported.set('scoring', this.scoring);
     this.deps.reported.set('telemetry', effectiveTelemetry({}));
+    this.started = true;
+    const early = this.early;
+    this.early = undefined;
+    if (early) void this.onDesired(early.doc, early.version);
   }
 
   /**
@@ -80,6 +91,10 @@ export class DesiredStateReconciler {
    */
   onDesired(doc: Record<string, unknown>, version: number): Promise<void> {
     const { reported, logger } = this.deps;
+    if (!this.started) {
+      if (!this.early || version >= this.early.version) this.early = { doc, version };
+      return this.pending;
+    }
     if (version <= this.lastVersion) {
       if (!this.retriable() || !this.applied) return this.pending;
       logger.info({ component: 'twin', version }, 'retrying the failed model change');
@@ -159,7 +174,7 @@ export class DesiredStateReconciler {
   }
 
   /** Stops retrying (shutdown). */
-  close(): void {
+  stop(): void {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;

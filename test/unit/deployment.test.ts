@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { FIELDS, loadConfig } from '../../src/config.js';
 import { OUTPUTS } from '../../src/telemetry/buffer.js';
 import { parseDesired } from '../../src/twin/desired.js';
-import { checkModelUrl } from '../../src/twin/model-fetcher.js';
+import { checkModelUrl } from '../../src/models/fetcher.js';
 import { lintDockerfile, lintRepository, parseDockerfile } from '../../scripts/lint-dockerfiles.js';
 
 /**

@@ -13,7 +13,7 @@ import {
   ModelFetcher,
   parseRetryAfter,
   type ModelFetcherOptions,
-} from '../../src/twin/model-fetcher.js';
+} from '../../src/models/fetcher.js';
 import { startModelServer, type ModelServer } from '../helpers/model-server.js';
 import { testPki, type TestPki } from '../helpers/test-ca.js';
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EdgeError, ErrorCodes } from '../../src/errors.js';
-import { ModelStore, toStorageError, type StoreState } from '../../src/twin/model-store.js';
+import { ModelStore, toStorageError, type StoreState } from '../../src/models/store.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const logger = pino({ level: 'silent' });

@@ -5,9 +5,13 @@ import { EdgeError, ErrorCodes, isEdgeError } from '../errors.js';
 import type { ScoringEngine } from '../scoring/engine.js';
 import type { PartialManifest } from '../scoring/manifest.js';
 import type { ModelInfo } from '../scoring/model-runtime.js';
-import { manifestOf, type DesiredModel } from './desired.js';
-import type { ModelFetcher } from './model-fetcher.js';
-import type { ModelStore } from './model-store.js';
+import type { LifecycleEvent } from '../telemetry/events.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import type { ModelFetcher } from './fetcher.js';
+import { manifestOf, type DesiredModel } from './published-model.js';
+import type { ModelStore } from './store.js';
+
+export type { LifecycleEvent } from '../telemetry/events.js';
 
 export type ModelStatus = 'downloading' | 'verifying' | 'loading' | 'warming' | 'active' | 'failed';
 
@@ -17,7 +21,7 @@ export interface LastError {
   at: string;
 }
 
-/** The reported `model` section (DESIGN.md §4). */
+/** The reported `model` section (README, "Model lifecycle: the module twin"). */
 export interface ModelReport {
   name: string | null;
   version: string | null;
@@ -29,22 +33,19 @@ export interface ModelReport {
   lastError: LastError | null;
 }
 
-/** A lifecycle event for the `events` output (DESIGN.md §5). */
-export interface LifecycleEvent {
-  event: 'downloaded' | 'activated' | 'failed' | 'rolled-back';
-  model: { name?: string | undefined; version?: string | undefined; sha256?: string | undefined };
-  previousVersion?: string | null;
-  error?: { code: string; message: string };
-  durationMs?: number;
-}
-
 export interface ModelManagerDeps {
   engine: ScoringEngine;
   store: ModelStore;
   fetcher: ModelFetcher;
+  metrics: Metrics;
   logger: Logger;
-  /** The bundled or MODEL_PATH model, served when the cache holds no last-known-good model. */
-  fallbackModelPath: string;
+  /**
+   * The model file served when the cache holds no last-known-good model: MODEL_PATH, or the
+   * bundled demo model in standalone mode. Undefined when desired state comes from IoT Hub and
+   * MODEL_PATH is not set: a line never gets answers from a model nobody deployed, so readiness
+   * waits for the twin's model.
+   */
+  fallbackModelPath: string | undefined;
   onReport: (report: ModelReport) => void;
   onEvent: (event: LifecycleEvent) => void;
 }
@@ -70,14 +71,22 @@ const stable = (v: unknown): string =>
 const keyOf = (t: Pick<Target, 'sha256' | 'manifest' | 'settings'>): string =>
   `${t.sha256}|${stable(t.manifest)}|${stable(t.settings)}`;
 
+/** Why no model serves yet, while none does (GET /v1/model, the 503 of the scoring routes). */
+const WAITING_FOR_TWIN =
+  'waiting for the model the module twin names (no last known good model is cached, and the bundled demo model serves only when MODEL_PATH names it)';
+
 /**
  * The model lifecycle: pull, verify, store, load, warm and swap; roll back to a cached version.
  * Every step that fails leaves the active model serving and is reported with its code. One
  * operation runs at a time; a newer desired state cancels the one in progress (its download is
  * aborted) and runs once it has unwound.
+ *
+ * It is the one owner of a model's status and last error: the twin's reported `model`, the direct
+ * methods, GET /v1/model and the readiness answer all read them from here.
  */
 export class ModelManager {
   private stopped = false;
+  private waiting: string | undefined;
   private activeKey: string | undefined;
   private activeTarget: Target | undefined;
   private current: { controller: AbortController; done: Promise<void> } | undefined;
@@ -98,6 +107,21 @@ export class ModelManager {
     return { ...this.report };
   }
 
+  /** Why the latest model change failed, while the previous model (if any) keeps serving. */
+  get lastError(): LastError | null {
+    return this.report.lastError;
+  }
+
+  /** Why no model serves yet, when that is by design rather than a failure. */
+  get waitingReason(): string | undefined {
+    return this.waiting;
+  }
+
+  /** True when no model serves because loading one failed (GET /v1/model's `failed` status). */
+  get failedWithoutModel(): boolean {
+    return this.report.status === 'failed' && !this.deps.engine.ready;
+  }
+
   private setReport(patch: Partial<ModelReport>): void {
     this.report = { ...this.report, ...patch };
     this.deps.onReport(this.status);
@@ -105,7 +129,7 @@ export class ModelManager {
 
   private fail(err: EdgeError, target?: Partial<Target>): void {
     const lastError = { code: err.code, message: err.message, at: new Date().toISOString() };
-    this.deps.engine.noteFailure(err);
+    this.deps.metrics.modelSwaps.inc({ outcome: err.code });
     this.deps.logger.error(
       { component: 'model', code: err.code, modelVersion: target?.version, sha256: target?.sha256, err },
       'model activation failed; the previous model keeps serving',
@@ -120,6 +144,7 @@ export class ModelManager {
   }
 
   private activated(info: ModelInfo, target: Target, previous: string | null): void {
+    this.waiting = undefined;
     this.activeKey = keyOf(target);
     this.activeTarget = target;
     this.setReport({
@@ -135,16 +160,36 @@ export class ModelManager {
   }
 
   /**
-   * Serves the last-known-good model from the cache, else the fallback model file. Runs before
-   * IoT Hub is reachable, so a restarted line is scoring within seconds.
+   * The desired model is the one already serving (say, set back after a failed change): the
+   * device is in the desired state, so the report says `active` again and forgets the failure.
    */
-  async start(settings: ScoringSettings): Promise<void> {
+  private alreadyServing(): void {
+    if (this.report.status === 'active' && this.report.lastError === null) return;
+    this.deps.logger.info(
+      { component: 'model', modelVersion: this.report.version },
+      'the desired model is the one serving',
+    );
+    this.setReport({ status: 'active', lastError: null });
+  }
+
+  /**
+   * Serves the last-known-good model from the cache, else the fallback model file, else waits for
+   * the twin. Runs before IoT Hub is reachable, so a restarted line is scoring within seconds.
+   * Aborting `signal` (a stop during start-up) cancels a load in progress.
+   */
+  async start(settings: ScoringSettings, signal?: AbortSignal): Promise<void> {
     const { store, engine, logger } = this.deps;
     const lkg = await store.lastKnownGood();
+    if (signal?.aborted) return;
     if (lkg && (await store.has(lkg.sha256))) {
       try {
         const manifest = lkg.manifest;
-        const info = await engine.activate({ modelPath: store.modelPath(lkg.sha256), manifest, settings });
+        const info = await engine.activate({
+          modelPath: store.modelPath(lkg.sha256),
+          manifest,
+          settings,
+          ...(signal ? { signal } : {}),
+        });
         this.activated(info, this.targetFor(lkg.sha256, manifest, settings), null);
         logger.info(
           { component: 'model', modelVersion: info.manifest.version, sha256: info.sha256 },
@@ -152,20 +197,24 @@ export class ModelManager {
         );
         return;
       } catch (err) {
+        if (signal?.aborted) return;
         logger.error(
           { component: 'model', err },
           'last known good model failed to load; trying the fallback model',
         );
       }
     }
+    const fallback = this.deps.fallbackModelPath;
+    if (!fallback) {
+      this.waiting = WAITING_FOR_TWIN;
+      logger.warn({ component: 'model' }, 'no model serves until the module twin names one');
+      return;
+    }
     try {
-      const info = await engine.activate({ modelPath: this.deps.fallbackModelPath, settings });
-      this.activated(
-        info,
-        { ...this.targetFor(info.sha256, {}, settings), path: this.deps.fallbackModelPath },
-        null,
-      );
+      const info = await engine.activate({ modelPath: fallback, settings, ...(signal ? { signal } : {}) });
+      this.activated(info, { ...this.targetFor(info.sha256, {}, settings), path: fallback }, null);
     } catch (err) {
+      if (signal?.aborted) return;
       this.fail(isEdgeError(err) ? err : new EdgeError(ErrorCodes.MODEL_LOAD_FAILED, String(err)));
     }
   }
@@ -189,7 +238,10 @@ export class ModelManager {
         ? { ...this.activeTarget, settings }
         : undefined;
     if (!target) return Promise.resolve();
-    if (!opts.force && this.activeKey === keyOf(target) && !this.current) return Promise.resolve();
+    if (!opts.force && this.activeKey === keyOf(target) && !this.current) {
+      this.alreadyServing();
+      return Promise.resolve();
+    }
     return this.run((signal) => this.activate(target, model, signal, opts.force ?? false));
   }
 
@@ -259,7 +311,10 @@ export class ModelManager {
     force: boolean,
   ): Promise<boolean> {
     const { store, fetcher, engine, logger } = this.deps;
-    if (!force && this.activeKey === keyOf(target)) return true;
+    if (!force && this.activeKey === keyOf(target)) {
+      this.alreadyServing();
+      return true;
+    }
     const started = Date.now();
     const tmp = store.tempPath();
     try {

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { EdgeError, ErrorCodes, isEdgeError } from '../errors.js';
-import { normalizeSha256 } from './model-store.js';
+import { normalizeSha256 } from './store.js';
 
 /**
  * Downloads model files named by the twin (DESIGN.md §4): URL policy, size limits, timeouts,
