@@ -65,8 +65,8 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     maxBytes: config.modelMaxBytes,
     timeoutMs: config.modelDownloadTimeoutMs,
     stallTimeoutMs: config.modelDownloadTimeoutMs,
-    retries: 5,
-    backoffMs: 1000,
+    retries: config.modelDownloadRetries,
+    backoffMs: config.modelDownloadBackoffMs,
     get ca() {
       return ca;
     },
@@ -74,7 +74,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   });
   const reported = new ReportedProperties({
     minIntervalMs: config.reportedMinIntervalMs,
-    retryMs: 5000,
+    retryMs: config.reportedRetryMs,
     logger,
   });
   const publisher =
@@ -84,14 +84,14 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           buffer: new TelemetryBuffer({
             dataDir: config.dataDir,
             maxItems: config.telemetryBufferItems,
-            spillIntervalMs: 2000,
+            spillIntervalMs: config.telemetrySpillIntervalMs,
             logger,
             onDrop: (item) => metrics.telemetryDropped.inc({ output: item.output }),
           }),
           metrics,
           logger,
           settings: DEFAULT_TELEMETRY,
-          sendTimeoutMs: 30_000,
+          sendTimeoutMs: config.telemetrySendTimeoutMs,
           maxMessagesPerSec: config.telemetryMaxMessagesPerSec,
           statsSource: () => ({ queueRejections: engine.rejectedFrames }),
         });
@@ -133,7 +133,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       logger,
       requestTimeoutMs: config.twinTimeoutMs,
       refreshIntervalMs: config.twinRefreshMs,
-      backoffInitialMs: 1000,
+      backoffInitialMs: config.iothubBackoffInitialMs,
       backoffMaxMs: config.iothubBackoffMaxMs,
       methods,
     });
@@ -156,7 +156,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   const watcher = config.desiredPropertiesFile
     ? new DesiredFileWatcher({
         file: config.desiredPropertiesFile,
-        intervalMs: 1000,
+        intervalMs: config.desiredPropertiesPollMs,
         logger,
         onDesired: (doc, version) => void reconciler.onDesired(doc, version),
         onInvalid: (err, version) => reconciler.reject(err, version),
@@ -203,7 +203,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
         await engine.frames.idle();
         unsubscribeTelemetry?.();
         publisher.event({ event: 'daemon-stopping' });
-        await publisher.stop(Math.min(5000, config.shutdownTimeoutMs / 2));
+        await publisher.stop(Math.min(config.telemetryFlushTimeoutMs, config.shutdownTimeoutMs / 2));
       },
     ),
     component(

@@ -1,5 +1,5 @@
 import { Ajv, type ErrorObject } from 'ajv';
-import { EXECUTION_PROVIDERS, type Config, type ScoringSettings } from '../config.js';
+import { SCORING_FIELDS, fieldSchemas, type Config, type ScoringSettings } from '../config.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { DesiredModel } from '../models/published-model.js';
 import { manifestSchema } from '../scoring/manifest.js';
@@ -28,24 +28,11 @@ const modelSchema = {
   },
 } as const;
 
+/** The environment's scoring fields, by the same schemas: the block overrides some of them. */
 const scoringSchema = {
   type: 'object',
   additionalProperties: false,
-  properties: {
-    executionProviders: {
-      type: 'array',
-      minItems: 1,
-      maxItems: 3,
-      uniqueItems: true,
-      items: { enum: [...EXECUTION_PROVIDERS] },
-    },
-    maxBatchSize: { type: 'integer', minimum: 1, maximum: 256 },
-    maxBatchDelayMs: { type: 'number', minimum: 0, maximum: 1000 },
-    workers: { type: 'integer', minimum: 1, maximum: 64 },
-    maxQueue: { type: 'integer', minimum: 1, maximum: 100000 },
-    intraOpThreads: { type: 'integer', minimum: 0, maximum: 256 },
-    intraOpSpinning: { type: 'boolean' },
-  },
+  properties: fieldSchemas(SCORING_FIELDS),
 } as const;
 
 const telemetrySchema = {
@@ -74,8 +61,16 @@ const desiredSchema = {
   },
 } as const;
 
+/** A document that passed `desiredSchema`. */
+interface DesiredDocument {
+  $version?: unknown;
+  model?: DesiredModel | null;
+  scoring?: Partial<ScoringSettings> | null;
+  telemetry?: Partial<TelemetrySettings> | null;
+}
+
 const ajv = new Ajv({ allErrors: true, strict: false });
-const validate = ajv.compile(desiredSchema);
+const validate = ajv.compile<DesiredDocument>(desiredSchema);
 
 function describe(errors: ErrorObject[] | null | undefined): string {
   const seen = new Set<string>();
@@ -122,18 +117,12 @@ export function parseDesired(doc: unknown): DesiredState {
       `desired properties are invalid: ${describe(validate.errors)}`,
     );
   }
-  const d = doc as {
-    $version?: unknown;
-    model?: DesiredModel | null;
-    scoring?: object | null;
-    telemetry?: object | null;
-  };
-  const model = d.model ?? undefined;
+  const model = doc.model ?? undefined;
   return {
-    version: typeof d.$version === 'number' ? d.$version : 0,
+    version: typeof doc.$version === 'number' ? doc.$version : 0,
     model: model ? { ...model, sha256: model.sha256.toLowerCase() } : undefined,
-    scoring: d.scoring ?? {},
-    telemetry: d.telemetry ?? {},
+    scoring: doc.scoring ?? {},
+    telemetry: doc.telemetry ?? {},
   };
 }
 

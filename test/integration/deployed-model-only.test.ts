@@ -51,9 +51,11 @@ type ModelReport = { version?: string; status?: string; lastError?: { code: stri
 const modelOf = (r: JsonObject): ModelReport => r.model ?? {};
 
 function waitReportedModel(pred: (m: ModelReport) => boolean, what: string): Promise<JsonObject> {
-  return hub.waitForReported((r) => pred(modelOf(r)), 20_000).catch((err: Error) => {
-    throw new Error(`${what}: ${err.message}`);
-  });
+  return hub
+    .waitForReported((r) => pred(modelOf(r)), 20_000)
+    .catch((err: Error) => {
+      throw new Error(`${what}: ${err.message}`);
+    });
 }
 
 interface Answered {

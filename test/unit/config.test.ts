@@ -1,7 +1,16 @@
 import { readFile } from 'node:fs/promises';
-import { describe, expect, it } from 'vitest';
-import { DEFAULT_MODEL_PATH, loadConfig } from '../../src/config.js';
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import {
+  DEFAULT_MODEL_PATH,
+  FIELDS,
+  SCORING_FIELDS,
+  loadConfig,
+  type Config,
+  type ExecutionProvider,
+  type ScoringSettings,
+} from '../../src/config.js';
 import { ErrorCodes, type EdgeError } from '../../src/errors.js';
+import { parseDesired } from '../../src/twin/desired.js';
 import { configTable, replaceTable } from '../../scripts/config-docs.js';
 
 function configError(env: Record<string, string>): EdgeError {
@@ -35,6 +44,40 @@ describe('loadConfig', () => {
     expect(Object.isFrozen(c.scoring)).toBe(true);
   });
 
+  it('has every field of the table, scoring ones nested; defaults are the values the daemon was built with', () => {
+    const c = loadConfig({});
+    const scoringKeys = Object.keys(SCORING_FIELDS);
+    const topKeys = Object.keys(FIELDS).filter((k) => !scoringKeys.includes(k));
+    expect(Object.keys(c).sort()).toEqual([...topKeys, 'scoring', 'twinMode'].sort());
+    expect(Object.keys(c.scoring).sort()).toEqual([...scoringKeys].sort());
+    expect(c).toMatchObject({
+      modelDownloadRetries: 5,
+      modelDownloadBackoffMs: 1000,
+      reportedRetryMs: 5000,
+      telemetrySpillIntervalMs: 2000,
+      telemetrySendTimeoutMs: 30_000,
+      telemetryFlushTimeoutMs: 5000,
+      desiredPropertiesPollMs: 1000,
+      iothubBackoffInitialMs: 1000,
+      twinMode: 'standalone',
+    });
+  });
+
+  it('types each value by its schema, undefined only without a default', () => {
+    expectTypeOf<Config['port']>().toEqualTypeOf<number>();
+    expectTypeOf<Config['host']>().toEqualTypeOf<string>();
+    expectTypeOf<Config['apiToken']>().toEqualTypeOf<string | undefined>();
+    expectTypeOf<Config['modelPath']>().toEqualTypeOf<string>();
+    expectTypeOf<Config['modelUrlAllowlist']>().toEqualTypeOf<string[]>();
+    expectTypeOf<Config['tensorrtFp16']>().toEqualTypeOf<boolean>();
+    expectTypeOf<Config['logLevel']>().toEqualTypeOf<
+      'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+    >();
+    expectTypeOf<Config['scoring']>().toEqualTypeOf<ScoringSettings>();
+    expectTypeOf<ScoringSettings['executionProviders']>().toEqualTypeOf<ExecutionProvider[]>();
+    expectTypeOf<ScoringSettings['intraOpSpinning']>().toEqualTypeOf<boolean>();
+  });
+
   it('parses lists, numbers and booleans', () => {
     const c = loadConfig({
       EXECUTION_PROVIDERS: ' CUDA , cpu',
@@ -46,6 +89,10 @@ describe('loadConfig', () => {
     expect(c.port).toBe(0);
     expect(c.scoring.intraOpSpinning).toBe(true);
     expect(c.scoring.maxBatchDelayMs).toBe(0.5);
+    // URL prefixes keep their case; provider names do not.
+    expect(
+      loadConfig({ MODEL_URL_ALLOWLIST: ' HTTP://Models.local/ , file:///M/' }).modelUrlAllowlist,
+    ).toEqual(['HTTP://Models.local/', 'file:///M/']);
   });
 
   it.each([
@@ -61,6 +108,18 @@ describe('loadConfig', () => {
       'LOG_LEVEL="verbose" is invalid: accepts one of fatal, error, warn, info, debug, trace, silent',
     ],
     [{ INTRA_OP_SPINNING: 'maybe' }, 'INTRA_OP_SPINNING="maybe" is invalid: accepts true or false'],
+    [
+      { INTRA_OP_SPINNING: 'constructor' },
+      'INTRA_OP_SPINNING="constructor" is invalid: accepts true or false',
+    ],
+    [
+      { EXECUTION_PROVIDERS: 'cpu,CPU' },
+      'EXECUTION_PROVIDERS="cpu,CPU" is invalid: accepts a comma-separated list of values among tensorrt, cuda, cpu',
+    ],
+    [
+      { MODEL_DOWNLOAD_RETRIES: '-1' },
+      'MODEL_DOWNLOAD_RETRIES="-1" is invalid: accepts an integer from 0 to 100',
+    ],
   ])('%o is refused with a message naming the variable', (env, message) => {
     const err = configError(env);
     expect(err.code).toBe(ErrorCodes.CONFIG_INVALID);
@@ -73,6 +132,31 @@ describe('loadConfig', () => {
     expect(err.message).toContain('MAX_QUEUE=');
     expect(err.message).toContain('API_TOKEN=(redacted)');
     expect(err.message).not.toContain('short');
+  });
+});
+
+describe("the twin's scoring block", () => {
+  const ranged = Object.entries(SCORING_FIELDS).flatMap(([key, f]) =>
+    'minimum' in f.schema ? [[key, f.env, f.schema.minimum, f.schema.maximum] as const] : [],
+  );
+
+  it.each(ranged)('%s has the range of %s', (key, env, min, max) => {
+    expect(loadConfig({ [env]: String(max) }).scoring[key as keyof ScoringSettings]).toBe(max);
+    expect(parseDesired({ scoring: { [key]: min } }).scoring).toEqual({ [key]: min });
+    expect(configError({ [env]: String(max + 1) }).code).toBe(ErrorCodes.CONFIG_INVALID);
+    expect(() => parseDesired({ scoring: { [key]: max + 1 } })).toThrow(`/scoring/${key}`);
+    expect(() => parseDesired({ scoring: { [key]: min - 1 } })).toThrow(`/scoring/${key}`);
+  });
+
+  it('accepts the execution providers the environment accepts', () => {
+    expect(parseDesired({ scoring: { executionProviders: ['cuda', 'cpu'] } }).scoring).toEqual({
+      executionProviders: ['cuda', 'cpu'],
+    });
+    for (const bad of [[], ['gpu'], ['cpu', 'cpu']]) {
+      expect(() => parseDesired({ scoring: { executionProviders: bad } })).toThrow(
+        '/scoring/executionProviders',
+      );
+    }
   });
 });
 
