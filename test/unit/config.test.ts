@@ -48,7 +48,7 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     const scoringKeys = Object.keys(SCORING_FIELDS);
     const topKeys = Object.keys(FIELDS).filter((k) => !scoringKeys.includes(k));
-    expect(Object.keys(c).sort()).toEqual([...topKeys, 'scoring', 'twinMode'].sort());
+    expect(Object.keys(c).sort()).toEqual([...topKeys, 'modelPathSet', 'scoring', 'twinMode'].sort());
     expect(Object.keys(c.scoring).sort()).toEqual([...scoringKeys].sort());
     expect(c).toMatchObject({
       modelDownloadRetries: 5,
