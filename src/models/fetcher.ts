@@ -7,10 +7,31 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { EdgeError, ErrorCodes, isEdgeError } from '../errors.js';
+import {
+  cancelled,
+  hashMismatch,
+  isPermanentNetworkError,
+  reasonOf,
+  storageFailed,
+  tooLarge,
+} from './fetch-errors.js';
+import {
+  header,
+  parseContentRange,
+  parseLength,
+  parseRetryAfter,
+  parseUnsatisfiedRange,
+  resolveLocation,
+  validatorOf,
+} from './http-headers.js';
 import { normalizeSha256 } from './store.js';
+import { checkModelUrl, describeUrl } from './url-policy.js';
+
+export { checkModelUrl } from './url-policy.js';
+export { parseRetryAfter } from './http-headers.js';
 
 /**
- * Downloads model files named by the twin (DESIGN.md §4): URL policy, size limits, timeouts,
+ * Downloads model files named by the twin (README, "Model lifecycle: the module twin"): URL policy, size limits, timeouts,
  * retries with backoff, resume with Range, sha256 verification. One transfer per `fetch()` call;
  * the caller moves the verified file into the model store.
  */
@@ -57,62 +78,6 @@ export interface FetchResult {
 const DEFAULT_MAX_RETRY_DELAY_MS = 60_000;
 const MAX_REDIRECTS = 5;
 const FILE_CHUNK_BYTES = 1024 * 1024;
-
-/**
- * Applies the model URL policy: `https://` always; `http://` and `file://` only under one of the
- * allowlisted prefixes. The URL is normalised first (`..` segments, percent-encoded dots, case of
- * scheme and host), so a prefix cannot be escaped by path tricks. Throws MODEL_URL_REFUSED.
- */
-export function checkModelUrl(raw: string, allowlist: readonly string[]): URL {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new EdgeError(ErrorCodes.MODEL_URL_REFUSED, 'model URL is not an absolute URL');
-  }
-  const context = { scheme: url.protocol, source: describeUrl(url) };
-  if (url.protocol === 'https:') return url;
-  if (url.protocol !== 'http:' && url.protocol !== 'file:') {
-    throw new EdgeError(
-      ErrorCodes.MODEL_URL_REFUSED,
-      `model URL scheme ${url.protocol} is not allowed`,
-      context,
-    );
-  }
-  if (url.protocol === 'file:' && url.hostname !== '' && url.hostname !== 'localhost') {
-    throw new EdgeError(ErrorCodes.MODEL_URL_REFUSED, 'file:// model URLs must name a local path', context);
-  }
-  const href = url.href;
-  const allowed = allowlist.some((prefix) => {
-    const normalised = normalisePrefix(prefix);
-    return normalised !== undefined && href.startsWith(normalised);
-  });
-  if (!allowed) {
-    throw new EdgeError(
-      ErrorCodes.MODEL_URL_REFUSED,
-      `${url.protocol}// model URLs must match a MODEL_URL_ALLOWLIST prefix`,
-      context,
-    );
-  }
-  return url;
-}
-
-/** Empty entries (from `''.split(',')`) must never allow everything; unparsable ones allow nothing. */
-function normalisePrefix(prefix: string): string | undefined {
-  const trimmed = prefix.trim();
-  if (trimmed === '') return undefined;
-  try {
-    // An origin-only prefix gains its "/" here, so `http://mirror` does not admit `http://mirror.evil`.
-    return new URL(trimmed).href;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Origin and path only: query strings carry SAS tokens, user info carries passwords. */
-function describeUrl(url: URL): string {
-  return url.protocol === 'file:' ? url.pathname : `${url.origin}${url.pathname}`;
-}
 
 /** The running state of one file transfer across attempts. */
 interface Transfer {
@@ -495,105 +460,3 @@ function discard(body: Dispatcher.ResponseData['body']): void {
   body.destroy();
 }
 
-function resolveLocation(location: string, base: URL): string {
-  try {
-    return new URL(location, base).href;
-  } catch {
-    throw new EdgeError(ErrorCodes.MODEL_DOWNLOAD_FAILED, 'model server redirects to an invalid URL');
-  }
-}
-
-function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
-function validatorOf(headers: Dispatcher.ResponseData['headers']): string | undefined {
-  const etag = header(headers, 'etag');
-  // If-Range takes strong validators only (RFC 9110 §13.1.5).
-  if (etag !== undefined && !etag.startsWith('W/')) return etag;
-  return header(headers, 'last-modified');
-}
-
-function parseLength(value: string | undefined): number | undefined {
-  if (value === undefined || !/^\d+$/.test(value.trim())) return undefined;
-  return Number(value);
-}
-
-function parseContentRange(value: string | undefined): { start: number; total?: number } | undefined {
-  const m = value === undefined ? null : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(value.trim());
-  if (!m) return undefined;
-  const total = m[3] === '*' ? undefined : Number(m[3]);
-  return total === undefined ? { start: Number(m[1]) } : { start: Number(m[1]), total };
-}
-
-function parseUnsatisfiedRange(value: string | undefined): number | undefined {
-  const m = value === undefined ? null : /^bytes \*\/(\d+)$/.exec(value.trim());
-  return m ? Number(m[1]) : undefined;
-}
-
-/** Retry-After as delta-seconds or an HTTP date; undefined when absent or unreadable. */
-export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
-  if (value === undefined) return undefined;
-  const trimmed = value.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const at = Date.parse(trimmed);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
-}
-
-/** TLS verification failures do not heal by retrying: fail at once with the reason. */
-function isPermanentNetworkError(err: unknown): boolean {
-  const code = errCode(err);
-  return (
-    code !== undefined &&
-    /^(ERR_TLS_CERT|CERT_|UNABLE_TO_(GET|VERIFY)|DEPTH_ZERO_SELF_SIGNED|SELF_SIGNED_CERT)/.test(code)
-  );
-}
-
-function errCode(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
-    return err.code;
-  return undefined;
-}
-
-/** For logs and error context only: the error's code, else its class name. Never branched on. */
-function reasonOf(err: unknown): string {
-  return errCode(err) ?? (err instanceof Error ? err.name : typeof err);
-}
-
-function cancelled(cause?: unknown): EdgeError {
-  return new EdgeError(ErrorCodes.CANCELLED, 'model download cancelled', {}, { cause });
-}
-
-function storageFailed(err: unknown, message: string): EdgeError {
-  if (isEdgeError(err)) return err;
-  return new EdgeError(ErrorCodes.STORAGE_FAILED, message, { reason: reasonOf(err) }, { cause: err });
-}
-
-function tooLarge(
-  limit: number,
-  declared: number | undefined,
-  maxBytes: number,
-  seen: { announced?: number; received?: number },
-): EdgeError {
-  return new EdgeError(ErrorCodes.MODEL_TOO_LARGE, 'model file is larger than allowed', {
-    limit,
-    declared,
-    maxBytes,
-    ...seen,
-  });
-}
-
-function hashMismatch(
-  expected: string,
-  actual: string,
-  bytes: number,
-  declared: number | undefined,
-): EdgeError {
-  return new EdgeError(ErrorCodes.MODEL_HASH_MISMATCH, 'model file does not match its sha256', {
-    expected,
-    actual,
-    sizeBytes: bytes,
-    declaredSizeBytes: declared,
-  });
-}

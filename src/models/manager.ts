@@ -211,6 +211,7 @@ export class ModelManager {
       return;
     }
     try {
+      logger.info({ component: 'model', modelPath: fallback }, 'loading the local model');
       const info = await engine.activate({ modelPath: fallback, settings, ...(signal ? { signal } : {}) });
       this.activated(info, { ...this.targetFor(info.sha256, {}, settings), path: fallback }, null);
     } catch (err) {

@@ -6,7 +6,7 @@ import { EdgeError, ErrorCodes, isEdgeError } from '../errors.js';
 import { parsePartialManifest, type PartialManifest } from '../scoring/manifest.js';
 
 /**
- * The model cache under DATA_DIR (DESIGN.md §4), addressed by content hash:
+ * The model cache under DATA_DIR (README, "Model lifecycle: the module twin"), addressed by content hash:
  *
  *   <dataDir>/models/<sha256>/model.onnx   the verified model
  *   <dataDir>/models/<sha256>/model.json   its manifest (without the URL: it may carry a SAS token)

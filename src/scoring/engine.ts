@@ -104,6 +104,11 @@ export class ScoringEngine {
     return this.runtimes.get(role)?.info;
   }
 
+  /** The runtime holding a role (its queue, workers and threads), if any. */
+  runtimeOf(role: RuntimeRole): ModelRuntime | undefined {
+    return this.runtimes.get(role);
+  }
+
   /** Scoring settings of the active runtime (environment defaults until a model is active). */
   get settings(): Config['scoring'] {
     return this.runtimes.get('active')?.settings ?? this.config.scoring;
@@ -164,13 +169,7 @@ export class ScoringEngine {
     const runtime = this.runtimes.get(role);
     if (!runtime) return;
     this.runtimes.delete(role);
-    for (const g of [
-      this.metrics.runtimeWorkers,
-      this.metrics.runtimeThreads,
-      this.metrics.runtimeModelBytes,
-    ]) {
-      g.remove({ role });
-    }
+    this.unaccount(role);
     await runtime.close();
   }
 
@@ -181,6 +180,11 @@ export class ScoringEngine {
     this.metrics.runtimeWorkers.set(role, workers);
     this.metrics.runtimeThreads.set(role, runtime.threads);
     this.metrics.runtimeModelBytes.set(role, runtime.info.sizeBytes * workers);
+  }
+
+  private unaccount(role: RuntimeRole): void {
+    const { runtimeWorkers, runtimeThreads, runtimeModelBytes } = this.metrics;
+    for (const g of [runtimeWorkers, runtimeThreads, runtimeModelBytes]) g.remove({ role });
   }
 
   private closeQuietly(runtime: ModelRuntime): void {
@@ -290,6 +294,7 @@ export class ScoringEngine {
       this.loadAbort.abort();
       await Promise.allSettled([...this.loads]);
       await Promise.all([...this.runtimes.values()].map((r) => r.close()));
+      for (const role of this.runtimes.keys()) this.unaccount(role);
       this.runtimes.clear();
       this.status = 'stopped';
       this.logger.info(

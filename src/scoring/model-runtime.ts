@@ -113,6 +113,11 @@ export class ModelRuntime {
     return this.opts.role;
   }
 
+  /** Worker threads still alive: 0 once close() has released every session. */
+  get openWorkers(): number {
+    return this.workers.filter((w) => !w.dead).length;
+  }
+
   /** Threads this runtime runs: its workers times onnxruntime's intra-op threads per session. */
   get threads(): number {
     const intra = this.opts.settings.intraOpThreads || availableParallelism();
