@@ -137,7 +137,7 @@ function json(text: string): unknown {
   }
 }
 
-/** The contract for one answer (DESIGN.md §2, README error table); returns the problems found. */
+/** The contract for one answer (README, "HTTP interface" and its error table); returns the problems found. */
 function answerProblems(c: FuzzCase, r: WireResponse): { problem: string; detail: string }[] {
   const problems: { problem: string; detail: string }[] = [];
   const body = json(r.body);

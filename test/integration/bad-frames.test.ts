@@ -7,7 +7,7 @@ import { encodeFrame, gradientFrame, pngBomb, svgFrame } from '../helpers/frames
 import { metricValue, postFrame, rawExchange, request, scrape, type Answer } from '../helpers/http.js';
 
 /**
- * Every bad frame gets its documented 4xx with the error shape of DESIGN.md §2, is counted in
+ * Every bad frame gets its documented 4xx with the error shape of the README's "HTTP interface", is counted in
  * /metrics under its code, and leaves the daemon scoring the next good frame.
  */
 

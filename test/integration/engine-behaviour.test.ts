@@ -7,7 +7,7 @@ import { buildClassifier, buildSlowModel, type Batch } from '../helpers/onnx-bui
 
 /**
  * The scoring engine under load, seen through the HTTP API: inference off the event loop, admission
- * control, execution-provider fallback and batching (DESIGN.md §1–2).
+ * control, execution-provider fallback and batching (README, "How scoring works").
  */
 
 interface V1Answer {

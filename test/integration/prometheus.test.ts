@@ -13,7 +13,7 @@ import { postFrame, request } from '../helpers/http.js';
 import { waitFor } from '../helpers/lifecycle.js';
 
 /**
- * What operators see (DESIGN.md §6): the /metrics exposition checked by promtool, a real Prometheus
+ * What operators see (README, "Upstream telemetry and metrics"): the /metrics exposition checked by promtool, a real Prometheus
  * scraping a real daemon, the alert rules (checked and unit-tested by promtool) and the Grafana
  * dashboard's queries against the metrics the daemon really exposes. promtool and prometheus come
  * from Debian's `prometheus` package (.ci/run installs it); a missing binary fails, never skips.

@@ -16,7 +16,7 @@ import {
   corruptModel,
 } from '../helpers/onnx-builder.js';
 
-/** The scoring API as a line camera and an AVA graph see it (DESIGN.md §2–3). */
+/** The scoring API as a line camera and an AVA graph see it (README, "HTTP interface"). */
 
 interface Classification {
   label: string;
