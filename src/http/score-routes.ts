@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
-import type { FramePrediction } from '../scoring/postprocess.js';
+import type { FramePrediction } from '../scoring/prediction.js';
 import {
   ACCEPTED_MEDIA_TYPES,
   RAW_FORMATS,

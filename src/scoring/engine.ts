@@ -4,7 +4,8 @@ import type { Config } from '../config.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { ModelRuntime, type FrameResult, type ModelInfo, type RuntimeOptions } from './model-runtime.js';
-import type { FrameGeometry, FramePrediction } from './postprocess.js';
+import type { FrameGeometry } from './geometry.js';
+import type { FramePrediction } from './prediction.js';
 import { prepareFrame, type FrameInput } from './preprocess.js';
 
 export interface ScoreOutcome {

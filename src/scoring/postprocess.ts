@@ -1,182 +1,25 @@
 import { EdgeError, ErrorCodes } from '../errors.js';
-import type { ModelManifest, ResizeMode } from './manifest.js';
+import { frameX, frameY, type FrameGeometry } from './geometry.js';
+import type { ModelManifest } from './manifest.js';
 import { nmsClasswise, type NmsCandidate } from './nms.js';
+import {
+  asNumbers,
+  checkTensor,
+  concrete,
+  shapeError,
+  type NumberTypedArray,
+  type OutputTensor,
+} from './output-shape.js';
+import type { Classification, Detection, FramePrediction } from './prediction.js';
 
 /**
- * Turns the output tensors of one batch into per-frame predictions (DESIGN.md §2–3):
- * classification top-K, YOLO detections with class-wise NMS mapped back to frame pixels, or the
- * raw tensors. Also owns the resize geometry shared with preprocessing (`geometryFor`).
+ * Turns the output tensors of one batch into per-frame predictions (README, "How scoring
+ * works"): classification top-K, YOLO detections with class-wise NMS mapped back to frame pixels,
+ * or the raw tensors.
  */
-
-export interface Classification {
-  label: string;
-  score: number;
-}
-
-/** Pixels of the frame as posted: top-left corner plus size. */
-export interface Box {
-  x: number;
-  y: number;
-  width: number;
-  height: number;
-}
-
-export interface Detection {
-  label: string;
-  score: number;
-  box: Box;
-}
-
-export interface RawOutput {
-  dims: number[];
-  data: number[];
-}
-
-export interface FramePrediction {
-  defect: boolean;
-  /** Task classification: top-K by score, descending. */
-  classification?: Classification[];
-  /** Task detection: after class-wise NMS, by score descending. */
-  detections?: Detection[];
-  /** Task raw: every output tensor as-is, sliced to this frame (`[1, ...rest]`). */
-  raw?: Record<string, RawOutput>;
-}
-
-/** Affine map from frame pixels to model-input pixels: inputX = frameX * scaleX + offsetX (same for y). */
-export interface FrameGeometry {
-  frameWidth: number;
-  frameHeight: number;
-  scaleX: number;
-  scaleY: number;
-  offsetX: number;
-  offsetY: number;
-}
-
-/** Everything preprocessing needs to build the model input, plus the affine map back. */
-export interface ResizeGeometry extends FrameGeometry {
-  /** Size the frame is resized to before padding (letterbox) or cropping (center-crop). */
-  resizeWidth: number;
-  resizeHeight: number;
-  /** Letterbox padding; zero otherwise. */
-  padLeft: number;
-  padTop: number;
-  padRight: number;
-  padBottom: number;
-  /** Center-crop offsets into the resized image; zero otherwise. */
-  cropLeft: number;
-  cropTop: number;
-}
-
-export type NumericTypedArray =
-  | Float32Array
-  | Float64Array
-  | Int8Array
-  | Uint8Array
-  | Uint8ClampedArray
-  | Int16Array
-  | Uint16Array
-  | Int32Array
-  | Uint32Array
-  | BigInt64Array
-  | BigUint64Array;
-
-type NumberTypedArray = Exclude<NumericTypedArray, BigInt64Array | BigUint64Array>;
-
-/** A batch output tensor as it comes from onnxruntime: flat typed data + dims, batch first. */
-export interface OutputTensor {
-  dims: readonly number[];
-  data: NumericTypedArray;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Geometry
-
-/**
- * The single source of truth for resize geometry (preprocessing uses it to drive sharp).
- *
- * - stretch: resize to exactly the input size.
- * - letterbox: r = min(inW/fw, inH/fh), resize to round(fw·r) × round(fh·r), pad to the input size
- *   (floor of half the padding on the left/top, the rest right/bottom).
- * - center-crop: r = max(inW/fw, inH/fh), resize to round(fw·r) × round(fh·r), crop the input size
- *   out of the middle (floor of half the excess on the left/top).
- *
- * scaleX/scaleY are the actual resized/frame ratios per axis, so rounding of the resized size does
- * not shift boxes.
- */
-export function geometryFor(
-  resize: ResizeMode,
-  frameWidth: number,
-  frameHeight: number,
-  inputWidth: number,
-  inputHeight: number,
-): ResizeGeometry {
-  if (!(frameWidth > 0 && frameHeight > 0 && inputWidth > 0 && inputHeight > 0)) {
-    throw new EdgeError(
-      ErrorCodes.INTERNAL,
-      `invalid geometry: frame ${frameWidth}x${frameHeight}, input ${inputWidth}x${inputHeight}`,
-    );
-  }
-  let resizeWidth = inputWidth;
-  let resizeHeight = inputHeight;
-  let padLeft = 0;
-  let padTop = 0;
-  let padRight = 0;
-  let padBottom = 0;
-  let cropLeft = 0;
-  let cropTop = 0;
-  if (resize === 'letterbox') {
-    const r = Math.min(inputWidth / frameWidth, inputHeight / frameHeight);
-    resizeWidth = clamp(Math.round(frameWidth * r), 1, inputWidth);
-    resizeHeight = clamp(Math.round(frameHeight * r), 1, inputHeight);
-    padLeft = Math.floor((inputWidth - resizeWidth) / 2);
-    padTop = Math.floor((inputHeight - resizeHeight) / 2);
-    padRight = inputWidth - resizeWidth - padLeft;
-    padBottom = inputHeight - resizeHeight - padTop;
-  } else if (resize === 'center-crop') {
-    const r = Math.max(inputWidth / frameWidth, inputHeight / frameHeight);
-    resizeWidth = Math.max(Math.round(frameWidth * r), inputWidth);
-    resizeHeight = Math.max(Math.round(frameHeight * r), inputHeight);
-    cropLeft = Math.floor((resizeWidth - inputWidth) / 2);
-    cropTop = Math.floor((resizeHeight - inputHeight) / 2);
-  }
-  return {
-    frameWidth,
-    frameHeight,
-    scaleX: resizeWidth / frameWidth,
-    scaleY: resizeHeight / frameHeight,
-    offsetX: padLeft - cropLeft,
-    offsetY: padTop - cropTop,
-    resizeWidth,
-    resizeHeight,
-    padLeft,
-    padTop,
-    padRight,
-    padBottom,
-    cropLeft,
-    cropTop,
-  };
-}
-
-function clamp(v: number, lo: number, hi: number): number {
-  return v < lo ? lo : v > hi ? hi : v;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shape checks
-
-function shapeError(outputName: string, dims: readonly (number | string)[], why: string): EdgeError {
-  return new EdgeError(
-    ErrorCodes.MODEL_SHAPE_MISMATCH,
-    `output '${outputName}' has dims [${dims.join(', ')}]: ${why}`,
-    { output: outputName, dims: [...dims] },
-  );
-}
-
-/** A concrete dimension, or undefined for a symbolic/unknown one. */
-function concrete(d: number | string | undefined): number | undefined {
-  return typeof d === 'number' && Number.isInteger(d) && d >= 0 ? d : undefined;
-}
-
 /**
  * Checks, at model load, the declared shape of the output that postprocessing reads (the first
  * output) against the manifest. Symbolic dimensions (strings, or negative numbers) pass; an empty
@@ -233,41 +76,6 @@ export function checkOutputShape(
       `${c} classes implied by ${layout} but the manifest has ${nLabels} labels`,
     );
   }
-}
-
-/** Validates a runtime tensor: batch dimension equals the frame count and data fills the dims. */
-function checkTensor(outputName: string, tensor: OutputTensor | undefined, frames: number): OutputTensor {
-  if (!tensor) {
-    throw new EdgeError(
-      ErrorCodes.MODEL_SHAPE_MISMATCH,
-      `output '${outputName}' is missing from the results`,
-      {
-        output: outputName,
-      },
-    );
-  }
-  const { dims } = tensor;
-  let size = 1;
-  for (const d of dims) {
-    if (!Number.isInteger(d) || d < 0) throw shapeError(outputName, dims, 'invalid dimension');
-    size *= d;
-  }
-  if (size !== tensor.data.length) {
-    throw shapeError(outputName, dims, `data holds ${tensor.data.length} values, dims imply ${size}`);
-  }
-  if (dims.length === 0 || dims[0] !== frames) {
-    throw shapeError(outputName, dims, `batch dimension must be ${frames} (one per frame)`);
-  }
-  return tensor;
-}
-
-function asNumbers(data: NumericTypedArray): NumberTypedArray {
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) {
-    const out = new Float64Array(data.length);
-    for (let i = 0; i < data.length; i++) out[i] = Number(data[i]!);
-    return out;
-  }
-  return data;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,10 +403,10 @@ function pushCandidate(
   const y1 = cy - h / 2;
   const x2 = cx + w / 2;
   const y2 = cy + h / 2;
-  const fx1 = clamp((x1 - g.offsetX) / g.scaleX, 0, g.frameWidth);
-  const fy1 = clamp((y1 - g.offsetY) / g.scaleY, 0, g.frameHeight);
-  const fx2 = clamp((x2 - g.offsetX) / g.scaleX, 0, g.frameWidth);
-  const fy2 = clamp((y2 - g.offsetY) / g.scaleY, 0, g.frameHeight);
+  const fx1 = frameX(g, x1);
+  const fy1 = frameY(g, y1);
+  const fx2 = frameX(g, x2);
+  const fy2 = frameY(g, y2);
   // Compare what will be reported (3 decimals), so no zero-size box survives rounding. NaN fails.
   if (!(round3(fx2 - fx1) > 0 && round3(fy2 - fy1) > 0)) return;
   out.push({ x1, y1, x2, y2, score, cls, fx1, fy1, fx2, fy2 });

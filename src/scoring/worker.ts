@@ -11,7 +11,8 @@ import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import { EdgeError, ErrorCodes, serializeError } from '../errors.js';
-import { postprocessBatch, type OutputTensor } from './postprocess.js';
+import type { OutputTensor } from './output-shape.js';
+import { postprocessBatch } from './postprocess.js';
 import type {
   LoadRequest,
   LoadedModel,
