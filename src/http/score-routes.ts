@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
-import type { FramePrediction } from '../scoring/postprocess.js';
+import type { FramePrediction } from '../scoring/prediction.js';
 import {
   ACCEPTED_MEDIA_TYPES,
   RAW_FORMATS,

@@ -11,7 +11,8 @@ import {
   type RuntimeOptions,
   type RuntimeRole,
 } from './model-runtime.js';
-import type { FrameGeometry, FramePrediction } from './postprocess.js';
+import type { FrameGeometry } from './geometry.js';
+import type { FramePrediction } from './prediction.js';
 import { prepareFrame, type FrameInput } from './preprocess.js';
 
 export interface ScoreOutcome {

@@ -1,16 +1,18 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { EdgeError, ErrorCodes } from '../errors.js';
+import { formatsOf, outputFormats, type OutputFormat } from './decoders/index.js';
 
 /**
- * The model manifest (DESIGN.md §3): everything needed to pre- and post-process travels with the
- * model. Values from the ONNX `metadata_props` fill what the manifest leaves out.
+ * The model manifest (README, "Models"): everything needed to pre- and post-process travels with
+ * the model. Values from the ONNX `metadata_props` fill what the manifest leaves out. The output
+ * formats, and the task each one serves, come from the decoder registry (decoders/index.ts).
  */
 export type Task = 'classification' | 'detection' | 'raw';
 export type ResizeMode = 'stretch' | 'letterbox' | 'center-crop';
 export type ColorOrder = 'rgb' | 'bgr' | 'gray';
 export type Layout = 'nchw' | 'nhwc';
 export type InputDType = 'float32' | 'uint8';
-export type OutputFormat = 'probabilities' | 'logits' | 'yolov5' | 'yolov8' | 'raw';
+export type { OutputFormat };
 
 export interface InputSpec {
   width: number;
@@ -78,7 +80,7 @@ const outputSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    format: { enum: ['probabilities', 'logits', 'yolov5', 'yolov8', 'raw'] },
+    format: { enum: outputFormats },
     topK: { type: 'integer', minimum: 1, maximum: 1000 },
     scoreThreshold: { type: 'number', minimum: 0, maximum: 1 },
     iouThreshold: { type: 'number', minimum: 0, maximum: 1 },
@@ -227,12 +229,9 @@ export function resolveManifest(sources: PartialManifest[], fallbackName: string
   const defaultFormat: OutputFormat =
     task === 'detection' ? 'yolov8' : task === 'classification' ? 'probabilities' : 'raw';
   const format = pickOut('format') ?? defaultFormat;
-  const allowed: Record<Task, OutputFormat[]> = {
-    classification: ['probabilities', 'logits'],
-    detection: ['yolov5', 'yolov8'],
-    raw: ['raw', 'probabilities', 'logits', 'yolov5', 'yolov8'],
-  };
-  if (!allowed[task].includes(format)) {
+  // A raw model may name any format: its outputs are answered as they are.
+  const allowed = task === 'raw' ? outputFormats : formatsOf(task);
+  if (!allowed.includes(format)) {
     throw new EdgeError(ErrorCodes.MANIFEST_INVALID, `output.format ${format} does not fit task ${task}`);
   }
   const defectLabels = pick('defectLabels') ?? [];

@@ -11,7 +11,7 @@ import {
   type PartialManifest,
 } from './manifest.js';
 import { readOnnxMetadata } from './onnx-metadata.js';
-import { checkOutputShape } from './postprocess.js';
+import { checkOutputs } from './postprocess.js';
 import type { ValueInfo } from './worker-protocol.js';
 
 /** What the engine knows about a model file before any session exists. */
@@ -132,10 +132,7 @@ export function checkModel(
   });
   if (input.type !== dtype)
     throw mismatch(`input ${input.name} is ${input.type}; the manifest says ${dtype}`);
-  if (manifest.task !== 'raw') {
-    const out = outputs[0]!;
-    checkOutputShape(manifest, out.name, out.dims);
-  }
+  checkOutputs(manifest, outputs);
   const batchDim = input.dims[0];
   const staticBatch = typeof batchDim === 'number' && batchDim > 0 ? batchDim : undefined;
   return { manifest, staticBatch, frameDims: expected };

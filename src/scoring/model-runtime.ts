@@ -7,7 +7,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { InferenceWorker } from './inference-worker.js';
 import type { ModelManifest, PartialManifest } from './manifest.js';
 import { checkModel, readModelFile, type ModelFile } from './model-loader.js';
-import type { FramePrediction } from './postprocess.js';
+import type { FramePrediction } from './prediction.js';
 import { blankFrame, type InputTensorData, type PreparedFrame } from './preprocess.js';
 import type { LoadedModel, ProviderAttempt, ValueInfo } from './worker-protocol.js';
 

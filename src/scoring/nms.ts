@@ -2,7 +2,7 @@
  * Intersection-over-union and class-wise greedy non-maximum suppression.
  *
  * Boxes are corner form (x1, y1) top-left, (x2, y2) bottom-right, in any one coordinate space
- * (postprocess runs NMS in model-input pixels, as Ultralytics does). A box with x2 <= x1 or
+ * (the detection decoders run NMS in model-input pixels, as Ultralytics does). A box with x2 <= x1 or
  * y2 <= y1 has zero area.
  */
 

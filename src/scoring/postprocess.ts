@@ -1,633 +1,69 @@
-import { EdgeError, ErrorCodes } from '../errors.js';
-import type { ModelManifest, ResizeMode } from './manifest.js';
-import { nmsClasswise, type NmsCandidate } from './nms.js';
+import { decoderFor, type BatchDecoder } from './decoders/index.js';
+import type { FrameGeometry } from './geometry.js';
+import type { ModelManifest } from './manifest.js';
+import type { DeclaredOutput, OutputTensor } from './output-shape.js';
+import type { FramePrediction } from './prediction.js';
 
 /**
- * Turns the output tensors of one batch into per-frame predictions (DESIGN.md §2–3):
- * classification top-K, YOLO detections with class-wise NMS mapped back to frame pixels, or the
- * raw tensors. Also owns the resize geometry shared with preprocessing (`geometryFor`).
+ * The entry points into output decoding, for the model loader (at load) and the inference worker
+ * (per batch). They pick the decoder of the manifest's `output.format` from the registry in
+ * decoders/index.ts, which also says how to add a format (README, "Models").
  */
 
-export interface Classification {
-  label: string;
-  score: number;
-}
-
-/** Pixels of the frame as posted: top-left corner plus size. */
-export interface Box {
-  x: number;
-  y: number;
-  width: number;
-  height: number;
-}
-
-export interface Detection {
-  label: string;
-  score: number;
-  box: Box;
-}
-
-export interface RawOutput {
-  dims: number[];
-  data: number[];
-}
-
-export interface FramePrediction {
-  defect: boolean;
-  /** Task classification: top-K by score, descending. */
-  classification?: Classification[];
-  /** Task detection: after class-wise NMS, by score descending. */
-  detections?: Detection[];
-  /** Task raw: every output tensor as-is, sliced to this frame (`[1, ...rest]`). */
-  raw?: Record<string, RawOutput>;
-}
-
-/** Affine map from frame pixels to model-input pixels: inputX = frameX * scaleX + offsetX (same for y). */
-export interface FrameGeometry {
-  frameWidth: number;
-  frameHeight: number;
-  scaleX: number;
-  scaleY: number;
-  offsetX: number;
-  offsetY: number;
-}
-
-/** Everything preprocessing needs to build the model input, plus the affine map back. */
-export interface ResizeGeometry extends FrameGeometry {
-  /** Size the frame is resized to before padding (letterbox) or cropping (center-crop). */
-  resizeWidth: number;
-  resizeHeight: number;
-  /** Letterbox padding; zero otherwise. */
-  padLeft: number;
-  padTop: number;
-  padRight: number;
-  padBottom: number;
-  /** Center-crop offsets into the resized image; zero otherwise. */
-  cropLeft: number;
-  cropTop: number;
-}
-
-export type NumericTypedArray =
-  | Float32Array
-  | Float64Array
-  | Int8Array
-  | Uint8Array
-  | Uint8ClampedArray
-  | Int16Array
-  | Uint16Array
-  | Int32Array
-  | Uint32Array
-  | BigInt64Array
-  | BigUint64Array;
-
-type NumberTypedArray = Exclude<NumericTypedArray, BigInt64Array | BigUint64Array>;
-
-/** A batch output tensor as it comes from onnxruntime: flat typed data + dims, batch first. */
-export interface OutputTensor {
-  dims: readonly number[];
-  data: NumericTypedArray;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Geometry
-
 /**
- * The single source of truth for resize geometry (preprocessing uses it to drive sharp).
- *
- * - stretch: resize to exactly the input size.
- * - letterbox: r = min(inW/fw, inH/fh), resize to round(fw·r) × round(fh·r), pad to the input size
- *   (floor of half the padding on the left/top, the rest right/bottom).
- * - center-crop: r = max(inW/fw, inH/fh), resize to round(fw·r) × round(fh·r), crop the input size
- *   out of the middle (floor of half the excess on the left/top).
- *
- * scaleX/scaleY are the actual resized/frame ratios per axis, so rounding of the resized size does
- * not shift boxes.
- */
-export function geometryFor(
-  resize: ResizeMode,
-  frameWidth: number,
-  frameHeight: number,
-  inputWidth: number,
-  inputHeight: number,
-): ResizeGeometry {
-  if (!(frameWidth > 0 && frameHeight > 0 && inputWidth > 0 && inputHeight > 0)) {
-    throw new EdgeError(
-      ErrorCodes.INTERNAL,
-      `invalid geometry: frame ${frameWidth}x${frameHeight}, input ${inputWidth}x${inputHeight}`,
-    );
-  }
-  let resizeWidth = inputWidth;
-  let resizeHeight = inputHeight;
-  let padLeft = 0;
-  let padTop = 0;
-  let padRight = 0;
-  let padBottom = 0;
-  let cropLeft = 0;
-  let cropTop = 0;
-  if (resize === 'letterbox') {
-    const r = Math.min(inputWidth / frameWidth, inputHeight / frameHeight);
-    resizeWidth = clamp(Math.round(frameWidth * r), 1, inputWidth);
-    resizeHeight = clamp(Math.round(frameHeight * r), 1, inputHeight);
-    padLeft = Math.floor((inputWidth - resizeWidth) / 2);
-    padTop = Math.floor((inputHeight - resizeHeight) / 2);
-    padRight = inputWidth - resizeWidth - padLeft;
-    padBottom = inputHeight - resizeHeight - padTop;
-  } else if (resize === 'center-crop') {
-    const r = Math.max(inputWidth / frameWidth, inputHeight / frameHeight);
-    resizeWidth = Math.max(Math.round(frameWidth * r), inputWidth);
-    resizeHeight = Math.max(Math.round(frameHeight * r), inputHeight);
-    cropLeft = Math.floor((resizeWidth - inputWidth) / 2);
-    cropTop = Math.floor((resizeHeight - inputHeight) / 2);
-  }
-  return {
-    frameWidth,
-    frameHeight,
-    scaleX: resizeWidth / frameWidth,
-    scaleY: resizeHeight / frameHeight,
-    offsetX: padLeft - cropLeft,
-    offsetY: padTop - cropTop,
-    resizeWidth,
-    resizeHeight,
-    padLeft,
-    padTop,
-    padRight,
-    padBottom,
-    cropLeft,
-    cropTop,
-  };
-}
-
-function clamp(v: number, lo: number, hi: number): number {
-  return v < lo ? lo : v > hi ? hi : v;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Shape checks
-
-function shapeError(outputName: string, dims: readonly (number | string)[], why: string): EdgeError {
-  return new EdgeError(
-    ErrorCodes.MODEL_SHAPE_MISMATCH,
-    `output '${outputName}' has dims [${dims.join(', ')}]: ${why}`,
-    { output: outputName, dims: [...dims] },
-  );
-}
-
-/** A concrete dimension, or undefined for a symbolic/unknown one. */
-function concrete(d: number | string | undefined): number | undefined {
-  return typeof d === 'number' && Number.isInteger(d) && d >= 0 ? d : undefined;
-}
-
-/**
- * Checks, at model load, the declared shape of the output that postprocessing reads (the first
- * output) against the manifest. Symbolic dimensions (strings, or negative numbers) pass; an empty
- * shape (onnxruntime's "not defined") passes. Throws MODEL_SHAPE_MISMATCH otherwise:
+ * Checks, at model load, the outputs the graph declares against the manifest, with the check of
+ * the manifest's format. Symbolic dimensions (strings, or negative numbers) pass; an empty shape
+ * (onnxruntime's "not defined") passes. Throws MODEL_SHAPE_MISMATCH otherwise:
  * - classification: [N, C], [N, 1, C] or [N, C, 1, 1]; C = labels.length when labels are given.
  * - detection yolov5: [N, boxes, 5 + C]; yolov8: [N, 4 + C, boxes]; C ≥ 1 and C = labels.length
  *   when labels are given.
  * - raw: anything.
  */
+export function checkOutputs(manifest: ModelManifest, outputs: readonly DeclaredOutput[]): void {
+  decoderFor(manifest).checkOutputs(manifest, outputs);
+}
+
+/** `checkOutputs` for a model whose first output is `outputName`, declared as `dims`. */
 export function checkOutputShape(
   manifest: ModelManifest,
   outputName: string,
   dims: readonly (number | string)[],
 ): void {
-  if (manifest.task === 'raw' || dims.length === 0) return;
-  const nLabels = manifest.labels.length;
-  if (manifest.task === 'classification') {
-    let classDim: number | string | undefined;
-    if (dims.length === 2) classDim = dims[1];
-    else if (dims.length === 3) {
-      const one = concrete(dims[1]);
-      if (one !== undefined && one !== 1)
-        throw shapeError(outputName, dims, 'classification expects [N, 1, C]');
-      classDim = dims[2];
-    } else if (dims.length === 4) {
-      const h = concrete(dims[2]);
-      const w = concrete(dims[3]);
-      if ((h !== undefined && h !== 1) || (w !== undefined && w !== 1)) {
-        throw shapeError(outputName, dims, 'classification expects [N, C, 1, 1]');
-      }
-      classDim = dims[1];
-    } else {
-      throw shapeError(outputName, dims, 'classification expects [N, C], [N, 1, C] or [N, C, 1, 1]');
-    }
-    const c = concrete(classDim);
-    if (c === 0) throw shapeError(outputName, dims, 'no classes');
-    if (c !== undefined && nLabels > 0 && c !== nLabels) {
-      throw shapeError(outputName, dims, `${c} classes but the manifest has ${nLabels} labels`);
-    }
-    return;
-  }
-  // detection
-  const yolov5 = manifest.output.format === 'yolov5';
-  const layout = yolov5 ? '[N, boxes, 5 + C]' : '[N, 4 + C, boxes]';
-  if (dims.length !== 3) throw shapeError(outputName, dims, `${manifest.output.format} expects ${layout}`);
-  const rowDim = concrete(yolov5 ? dims[2] : dims[1]);
-  if (rowDim === undefined) return;
-  const c = rowDim - (yolov5 ? 5 : 4);
-  if (c < 1) throw shapeError(outputName, dims, `${manifest.output.format} expects ${layout} with C ≥ 1`);
-  if (nLabels > 0 && c !== nLabels) {
-    throw shapeError(
-      outputName,
-      dims,
-      `${c} classes implied by ${layout} but the manifest has ${nLabels} labels`,
-    );
-  }
+  checkOutputs(manifest, [{ name: outputName, dims }]);
 }
-
-/** Validates a runtime tensor: batch dimension equals the frame count and data fills the dims. */
-function checkTensor(outputName: string, tensor: OutputTensor | undefined, frames: number): OutputTensor {
-  if (!tensor) {
-    throw new EdgeError(
-      ErrorCodes.MODEL_SHAPE_MISMATCH,
-      `output '${outputName}' is missing from the results`,
-      {
-        output: outputName,
-      },
-    );
-  }
-  const { dims } = tensor;
-  let size = 1;
-  for (const d of dims) {
-    if (!Number.isInteger(d) || d < 0) throw shapeError(outputName, dims, 'invalid dimension');
-    size *= d;
-  }
-  if (size !== tensor.data.length) {
-    throw shapeError(outputName, dims, `data holds ${tensor.data.length} values, dims imply ${size}`);
-  }
-  if (dims.length === 0 || dims[0] !== frames) {
-    throw shapeError(outputName, dims, `batch dimension must be ${frames} (one per frame)`);
-  }
-  return tensor;
-}
-
-function asNumbers(data: NumericTypedArray): NumberTypedArray {
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) {
-    const out = new Float64Array(data.length);
-    for (let i = 0; i < data.length; i++) out[i] = Number(data[i]!);
-    return out;
-  }
-  return data;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Entry point
 
 /**
- * Post-processes one batch. `outputNames` is the session's output order (classification and
- * detection read the first one; raw returns all of them); `geometries[n]` describes frame n and
- * its length is the batch size. Throws MODEL_SHAPE_MISMATCH when a tensor does not fit the task.
+ * Post-processing of one configured model in one worker: it holds the format's decoder and its
+ * scratch buffers, so a worker creates one per `configure` and reuses it for every batch.
  */
+export class Postprocessor {
+  private readonly decoder: BatchDecoder;
+
+  constructor(readonly manifest: ModelManifest) {
+    this.decoder = decoderFor(manifest).create(manifest);
+  }
+
+  /**
+   * Post-processes one batch. `outputNames` is the session's output order (classification and
+   * detection read the first one; raw returns all of them); `geometries[n]` describes frame n and
+   * its length is the batch size. Throws MODEL_SHAPE_MISMATCH when a tensor does not fit the task.
+   */
+  run(
+    outputNames: readonly string[],
+    outputs: Record<string, OutputTensor>,
+    geometries: readonly FrameGeometry[],
+  ): FramePrediction[] {
+    if (geometries.length === 0) return [];
+    return this.decoder.decode(outputNames, outputs, geometries);
+  }
+}
+
+/** One batch with a decoder of its own (tools and tests); the worker keeps a `Postprocessor`. */
 export function postprocessBatch(
   manifest: ModelManifest,
   outputNames: readonly string[],
   outputs: Record<string, OutputTensor>,
   geometries: readonly FrameGeometry[],
 ): FramePrediction[] {
-  const frames = geometries.length;
-  if (frames === 0) return [];
-  if (manifest.task === 'raw') return postprocessRaw(outputNames, outputs, frames);
-  const name = outputNames[0];
-  if (name === undefined) {
-    throw new EdgeError(ErrorCodes.MODEL_SHAPE_MISMATCH, 'the model has no outputs');
-  }
-  const tensor = checkTensor(name, outputs[name], frames);
-  if (manifest.task === 'classification') return postprocessClassification(manifest, name, tensor, frames);
-  return postprocessDetection(manifest, name, tensor, geometries);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Classification
-
-function postprocessClassification(
-  manifest: ModelManifest,
-  name: string,
-  tensor: OutputTensor,
-  frames: number,
-): FramePrediction[] {
-  const { dims } = tensor;
-  let classes: number;
-  if (dims.length === 2) classes = dims[1]!;
-  else if (dims.length === 3 && dims[1] === 1) classes = dims[2]!;
-  else if (dims.length === 4 && dims[2] === 1 && dims[3] === 1) classes = dims[1]!;
-  else throw shapeError(name, dims, 'classification expects [N, C], [N, 1, C] or [N, C, 1, 1]');
-  if (classes < 1) throw shapeError(name, dims, 'no classes');
-
-  const data = asNumbers(tensor.data);
-  const logits = manifest.output.format === 'logits';
-  const k = Math.min(Math.max(1, Math.floor(manifest.output.topK)), classes);
-  const scores = new Float64Array(classes);
-  const topIdx = new Int32Array(k);
-  const { labels, defectLabels } = manifest;
-  const out: FramePrediction[] = [];
-  for (let n = 0; n < frames; n++) {
-    const base = n * classes;
-    for (let i = 0; i < classes; i++) scores[i] = data[base + i]!;
-    if (logits) softmaxInPlace(scores);
-    const count = topK(scores, k, topIdx);
-    const classification: Classification[] = [];
-    for (let j = 0; j < count; j++) {
-      const i = topIdx[j]!;
-      classification.push({ label: labels[i] ?? `class_${i}`, score: scores[i]! });
-    }
-    const top = classification[0];
-    out.push({ defect: top !== undefined && defectLabels.includes(top.label), classification });
-  }
-  return out;
-}
-
-/** Numerically stable softmax: exp(x - max) / Σ exp(x - max). */
-export function softmaxInPlace(v: Float64Array): void {
-  let max = -Infinity;
-  for (let i = 0; i < v.length; i++) if (v[i]! > max) max = v[i]!;
-  if (max === Infinity) {
-    // Only +Infinity logits carry the mass; split it evenly between them.
-    let inf = 0;
-    for (let i = 0; i < v.length; i++) if (v[i] === Infinity) inf++;
-    for (let i = 0; i < v.length; i++) v[i] = v[i] === Infinity ? 1 / inf : 0;
-    return;
-  }
-  let sum = 0;
-  for (let i = 0; i < v.length; i++) {
-    const e = Math.exp(v[i]! - max);
-    v[i] = e;
-    sum += e;
-  }
-  for (let i = 0; i < v.length; i++) v[i] = v[i]! / sum;
-}
-
-/**
- * Writes into `out` the indices of the `k` largest scores, descending; equal scores keep index
- * order; NaN scores rank last. Returns how many were written (min(k, scores.length)).
- */
-function topK(scores: Float64Array, k: number, out: Int32Array): number {
-  let count = 0;
-  for (let i = 0; i < scores.length; i++) {
-    const s = scores[i]!;
-    // Position: after every kept entry whose score is >= s (stable), NaN treated as -Infinity.
-    let pos = count;
-    while (pos > 0 && ranksBelow(scores[out[pos - 1]!]!, s)) pos--;
-    if (pos >= k) continue;
-    const end = Math.min(count, k - 1);
-    for (let j = end; j > pos; j--) out[j] = out[j - 1]!;
-    out[pos] = i;
-    if (count < k) count++;
-  }
-  return count;
-}
-
-/** True when an already-placed score `a` ranks strictly below a new score `b`. */
-function ranksBelow(a: number, b: number): boolean {
-  if (Number.isNaN(b)) return false;
-  if (Number.isNaN(a)) return true;
-  return a < b;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Detection
-
-// Scratch buffers for the YOLOv8 passes, grown on demand and reused between calls
-// (postprocessBatch is synchronous, so one set per thread is enough).
-let passBuf = new Uint8Array(0);
-let bestScoreBuf = new Float64Array(0);
-let bestClassBuf = new Int32Array(0);
-
-interface FrameCandidate extends NmsCandidate {
-  /** Clipped box in frame pixels. */
-  fx1: number;
-  fy1: number;
-  fx2: number;
-  fy2: number;
-}
-
-function postprocessDetection(
-  manifest: ModelManifest,
-  name: string,
-  tensor: OutputTensor,
-  geometries: readonly FrameGeometry[],
-): FramePrediction[] {
-  const { dims } = tensor;
-  const yolov5 = manifest.output.format === 'yolov5';
-  if (dims.length !== 3) {
-    throw shapeError(
-      name,
-      dims,
-      yolov5 ? 'yolov5 expects [N, boxes, 5 + C]' : 'yolov8 expects [N, 4 + C, boxes]',
-    );
-  }
-  const boxes = yolov5 ? dims[1]! : dims[2]!;
-  const classes = yolov5 ? dims[2]! - 5 : dims[1]! - 4;
-  if (classes < 1) {
-    throw shapeError(
-      name,
-      dims,
-      yolov5 ? 'yolov5 expects [N, boxes, 5 + C] with C ≥ 1' : 'yolov8 expects [N, 4 + C, boxes] with C ≥ 1',
-    );
-  }
-  const data = asNumbers(tensor.data);
-  const { scoreThreshold, iouThreshold, maxDetections } = manifest.output;
-  const { labels, defectLabels } = manifest;
-  const perFrame = boxes * (classes + (yolov5 ? 5 : 4));
-  const out: FramePrediction[] = [];
-  for (let n = 0; n < geometries.length; n++) {
-    const g = geometries[n]!;
-    const candidates: FrameCandidate[] = [];
-    const base = n * perFrame;
-    if (yolov5) collectYolov5(data, base, boxes, classes, scoreThreshold, g, candidates);
-    else collectYolov8(data, base, boxes, classes, scoreThreshold, g, candidates);
-    const kept = nmsClasswise(candidates, iouThreshold, maxDetections);
-    const detections: Detection[] = [];
-    let defect = false;
-    for (const idx of kept) {
-      const c = candidates[idx]!;
-      const label = labels[c.cls] ?? `class_${c.cls}`;
-      if (!defect && defectLabels.includes(label)) defect = true;
-      detections.push({
-        label,
-        score: c.score,
-        box: {
-          x: round3(c.fx1),
-          y: round3(c.fy1),
-          width: round3(c.fx2 - c.fx1),
-          height: round3(c.fy2 - c.fy1),
-        },
-      });
-    }
-    out.push({ defect, detections });
-  }
-  return out;
-}
-
-/** [boxes, 5 + C] rows: cx, cy, w, h, obj, cls…; score = obj × best cls. */
-function collectYolov5(
-  data: NumberTypedArray,
-  base: number,
-  boxes: number,
-  classes: number,
-  threshold: number,
-  g: FrameGeometry,
-  out: FrameCandidate[],
-): void {
-  const stride = classes + 5;
-  for (let b = 0; b < boxes; b++) {
-    const row = base + b * stride;
-    const obj = data[row + 4]!;
-    // Class scores are probabilities (≤ 1), so obj < threshold cannot reach it: skip early, as
-    // YOLOv5's own NMS does. NaN fails this test too.
-    if (!(obj >= threshold)) continue;
-    const cls = argmax(data, row + 5, classes, 1);
-    const score = obj * data[row + 5 + cls]!;
-    if (!(score >= threshold)) continue;
-    pushCandidate(data[row]!, data[row + 1]!, data[row + 2]!, data[row + 3]!, score, cls, g, out);
-  }
-}
-
-/**
- * [4 + C, boxes], channel-first: channel k of box b at k × boxes + b; score = best class.
- *
- * The class scores are read channel by channel, in memory order. With a usual threshold almost no
- * score reaches it, so the fast path only flags boxes with some class score ≥ threshold (a
- * sequential read with a well-predicted branch) and then finds the best class of the flagged boxes.
- * When a sample shows many scores above the threshold (thresholds near 0, as in evaluation runs),
- * that branch would mispredict and most boxes would be flagged, so it computes the best class of
- * every box in one sequential pass instead.
- */
-function collectYolov8(
-  data: NumberTypedArray,
-  base: number,
-  boxes: number,
-  classes: number,
-  threshold: number,
-  g: FrameGeometry,
-  out: FrameCandidate[],
-): void {
-  const first = base + 4 * boxes;
-  const end = first + classes * boxes;
-  const x = (b: number) => data[base + b]!;
-  const y = (b: number) => data[base + boxes + b]!;
-  const w = (b: number) => data[base + 2 * boxes + b]!;
-  const h = (b: number) => data[base + 3 * boxes + b]!;
-
-  if (!manyAbove(data, first, end, threshold)) {
-    if (passBuf.length < boxes) passBuf = new Uint8Array(boxes);
-    const pass = passBuf;
-    pass.fill(0, 0, boxes);
-    for (let row = first; row < end; row += boxes) {
-      for (let b = 0; b < boxes; b++) {
-        // NaN fails the test, so it never flags a box.
-        if (data[row + b]! >= threshold) pass[b] = 1;
-      }
-    }
-    for (let b = 0; b < boxes; b++) {
-      if (pass[b] === 0) continue;
-      const cls = argmax(data, first + b, classes, boxes);
-      pushCandidate(x(b), y(b), w(b), h(b), data[first + b + cls * boxes]!, cls, g, out);
-    }
-    return;
-  }
-
-  if (bestScoreBuf.length < boxes) {
-    bestScoreBuf = new Float64Array(boxes);
-    bestClassBuf = new Int32Array(boxes);
-  }
-  const bestScore = bestScoreBuf;
-  const bestClass = bestClassBuf;
-  bestScore.fill(-Infinity, 0, boxes);
-  bestClass.fill(0, 0, boxes);
-  for (let k = 0, row = first; k < classes; k++, row += boxes) {
-    for (let b = 0; b < boxes; b++) {
-      const v = data[row + b]!;
-      if (v > bestScore[b]!) {
-        bestScore[b] = v;
-        bestClass[b] = k;
-      }
-    }
-  }
-  for (let b = 0; b < boxes; b++) {
-    const score = bestScore[b]!;
-    if (score >= threshold) pushCandidate(x(b), y(b), w(b), h(b), score, bestClass[b]!, g, out);
-  }
-}
-
-/** The index k < count of the largest data[start + k × step] (the first of equals; NaN never wins over a number). */
-function argmax(data: NumberTypedArray, start: number, count: number, step: number): number {
-  let best = data[start]!;
-  let at = 0;
-  for (let k = 1, i = start + step; k < count; k++, i += step) {
-    const v = data[i]!;
-    // A NaN first value is replaced by any number after it, as the -Infinity start did.
-    if (v > best || (best !== best && v === v)) {
-      best = v;
-      at = k;
-    }
-  }
-  return at;
-}
-
-/** Whether more than 1/256 of an evenly spaced sample (about 4096 values) of data[from, to) is ≥ threshold. */
-function manyAbove(data: NumberTypedArray, from: number, to: number, threshold: number): boolean {
-  const step = Math.max(1, Math.floor((to - from) / 4096)) | 1;
-  let samples = 0;
-  let hits = 0;
-  for (let i = from; i < to; i += step) {
-    samples++;
-    if (data[i]! >= threshold) hits++;
-  }
-  return hits * 256 > samples;
-}
-
-/**
- * Adds a candidate: corners in model-input pixels (NMS runs there, as in Ultralytics) and the box
- * mapped back to frame pixels and clipped to the frame. Boxes empty after clipping (entirely in
- * the letterbox padding or outside the frame) are dropped before NMS.
- */
-function pushCandidate(
-  cx: number,
-  cy: number,
-  w: number,
-  h: number,
-  score: number,
-  cls: number,
-  g: FrameGeometry,
-  out: FrameCandidate[],
-): void {
-  const x1 = cx - w / 2;
-  const y1 = cy - h / 2;
-  const x2 = cx + w / 2;
-  const y2 = cy + h / 2;
-  const fx1 = clamp((x1 - g.offsetX) / g.scaleX, 0, g.frameWidth);
-  const fy1 = clamp((y1 - g.offsetY) / g.scaleY, 0, g.frameHeight);
-  const fx2 = clamp((x2 - g.offsetX) / g.scaleX, 0, g.frameWidth);
-  const fy2 = clamp((y2 - g.offsetY) / g.scaleY, 0, g.frameHeight);
-  // Compare what will be reported (3 decimals), so no zero-size box survives rounding. NaN fails.
-  if (!(round3(fx2 - fx1) > 0 && round3(fy2 - fy1) > 0)) return;
-  out.push({ x1, y1, x2, y2, score, cls, fx1, fy1, fx2, fy2 });
-}
-
-function round3(v: number): number {
-  return Math.round(v * 1000) / 1000;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw
-
-function postprocessRaw(
-  outputNames: readonly string[],
-  outputs: Record<string, OutputTensor>,
-  frames: number,
-): FramePrediction[] {
-  const out: FramePrediction[] = [];
-  for (let n = 0; n < frames; n++) out.push({ defect: false, raw: {} });
-  for (const name of outputNames) {
-    const tensor = checkTensor(name, outputs[name], frames);
-    const per = frames === 0 ? 0 : tensor.data.length / frames;
-    const dims = [1, ...tensor.dims.slice(1)];
-    for (let n = 0; n < frames; n++) {
-      const slice = tensor.data.subarray(n * per, (n + 1) * per);
-      const data = new Array<number>(per);
-      for (let i = 0; i < per; i++) data[i] = Number(slice[i]!);
-      out[n]!.raw![name] = { dims: [...dims], data };
-    }
-  }
-  return out;
+  return new Postprocessor(manifest).run(outputNames, outputs, geometries);
 }

@@ -4,7 +4,7 @@ import { EdgeError, ErrorCodes } from '../errors.js';
 import { readBmp } from './bmp.js';
 import type { InputSpec } from './manifest.js';
 import { channelsOf } from './manifest.js';
-import { geometryFor, type FrameGeometry } from './postprocess.js';
+import { geometryFor, type FrameGeometry } from './geometry.js';
 
 export const RAW_FORMATS = { mono8: 1, rgb8: 3, bgr8: 3 } as const;
 export type RawFormat = keyof typeof RAW_FORMATS;

@@ -1,6 +1,7 @@
 import type { SerializedError } from '../errors.js';
 import type { ModelManifest } from './manifest.js';
-import type { FrameGeometry, FramePrediction } from './postprocess.js';
+import type { FrameGeometry } from './geometry.js';
+import type { FramePrediction } from './prediction.js';
 
 /** Messages between the engine (main thread) and its inference workers. */
 export interface LoadRequest {

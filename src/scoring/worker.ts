@@ -11,7 +11,8 @@ import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import { EdgeError, ErrorCodes, serializeError } from '../errors.js';
-import { postprocessBatch, type OutputTensor } from './postprocess.js';
+import type { OutputTensor } from './output-shape.js';
+import { Postprocessor } from './postprocess.js';
 import type {
   LoadRequest,
   LoadedModel,
@@ -21,10 +22,10 @@ import type {
   WorkerRequest,
   ValueInfo,
 } from './worker-protocol.js';
-import type { ModelManifest } from './manifest.js';
 
 let session: ort.InferenceSession | undefined;
-let manifest: ModelManifest | undefined;
+/** Decodes the outputs of the configured model; replaced by each `configure`. */
+let postprocessor: Postprocessor | undefined;
 let inputName = '';
 let inputType: 'float32' | 'uint8' = 'float32';
 
@@ -122,7 +123,7 @@ async function load(req: LoadRequest): Promise<LoadedModel> {
 /** Runs one batch; `data` holds `batch` frames (padded to a static batch size when needed). */
 async function run(req: RunRequest): Promise<WorkerReply> {
   const { batch, data, dims } = req;
-  if (!session || !manifest) throw new EdgeError(ErrorCodes.INTERNAL, 'worker has no session');
+  if (!session || !postprocessor) throw new EdgeError(ErrorCodes.INTERNAL, 'worker has no session');
   const tensor =
     inputType === 'float32'
       ? new ort.Tensor('float32', new Float32Array(data), [batch, ...dims])
@@ -147,7 +148,7 @@ async function run(req: RunRequest): Promise<WorkerReply> {
     }
     outputs[name] = { dims, data };
   }
-  const predictions = postprocessBatch(manifest, session.outputNames, outputs, req.geometries);
+  const predictions = postprocessor.run(session.outputNames, outputs, req.geometries);
   const t2 = performance.now();
   for (const value of Object.values(results)) value.dispose();
   tensor.dispose();
@@ -162,7 +163,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
           reply({ type: 'loaded', id: msg.id, model: await load(msg) });
           break;
         case 'configure':
-          manifest = msg.manifest;
+          postprocessor = new Postprocessor(msg.manifest);
           inputType = msg.manifest.input.dtype;
           reply({ type: 'configured', id: msg.id });
           break;

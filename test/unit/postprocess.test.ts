@@ -1,13 +1,9 @@
 import { describe, it, expect } from 'vitest';
 import { EdgeError, ErrorCodes } from '../../src/errors.js';
 import type { ModelManifest, OutputSpec } from '../../src/scoring/manifest.js';
-import {
-  checkOutputShape,
-  geometryFor,
-  postprocessBatch,
-  type FrameGeometry,
-  type OutputTensor,
-} from '../../src/scoring/postprocess.js';
+import { geometryFor, type FrameGeometry } from '../../src/scoring/geometry.js';
+import type { OutputTensor } from '../../src/scoring/output-shape.js';
+import { checkOutputShape, postprocessBatch } from '../../src/scoring/postprocess.js';
 
 function manifest(
   over: Partial<Omit<ModelManifest, 'output'>> & { output?: Partial<OutputSpec> } = {},
