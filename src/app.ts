@@ -3,7 +3,6 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import azureIotDevice from 'azure-iot-device';
-import { Mqtt } from 'azure-iot-device-mqtt';
 import type { Config } from './config.js';
 import { buildServer } from './http/server.js';
 import { component, Lifecycle, type Component } from './lifecycle.js';
@@ -123,10 +122,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   let connection: IotHubConnection | undefined;
   if (config.twinMode !== 'standalone') {
     connection = new IotHubConnection({
-      createClient: () =>
+      createClient: (transport) =>
         config.twinMode === 'iotedge'
-          ? ModuleClient.fromEnvironment(Mqtt)
-          : Promise.resolve(ModuleClient.fromConnectionString(config.iothubConnectionString!, Mqtt)),
+          ? ModuleClient.fromEnvironment(transport)
+          : Promise.resolve(ModuleClient.fromConnectionString(config.iothubConnectionString!, transport)),
       get ca() {
         return config.twinMode === 'connection-string' ? ca : undefined;
       },

@@ -3,13 +3,17 @@ import type { Logger } from 'pino';
 import type { Message, ModuleClient, Twin } from 'azure-iot-device';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import { Waker } from '../util/waker.js';
+import { sessionAwareMqtt, type TransportCtor } from './session-aware-mqtt.js';
 
 /** A direct method handler: resolves with the status and payload the caller receives. */
 export type MethodHandler = (payload: unknown) => Promise<{ status: number; payload: unknown }>;
 
 export interface IotHubConnectionOptions {
-  /** Creates a fresh, unopened client (fromEnvironment or fromConnectionString). */
-  createClient: () => Promise<ModuleClient>;
+  /**
+   * Creates a fresh, unopened client (fromEnvironment or fromConnectionString) on `transport`,
+   * the SDK's MQTT transport with its CONNACKs reported to this connection.
+   */
+  createClient: (transport: TransportCtor) => Promise<ModuleClient>;
   /** Extra CA (PEM) for a gateway; passed on every setOptions since setOptions replaces all options. */
   ca?: string | undefined;
   logger: Logger;
@@ -48,25 +52,48 @@ export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promis
 }
 
 /**
- * The module's IoT Hub (edgeHub) connection, with the SDK traps of DESIGN.md §1 handled here:
+ * Settles as `p` does, or rejects with NOT_READY once `signal` aborts: a request on a client that
+ * has been dropped can never be answered, and the caller should not wait for its deadline.
+ */
+function unlessAborted<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
+  let onAbort = (): void => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () =>
+      reject(new EdgeError(ErrorCodes.NOT_READY, `${what} abandoned: the IoT Hub client was dropped`));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([p, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
+}
+
+/**
+ * The module's IoT Hub (edgeHub) connection, with the SDK traps the README lists handled here:
  * - the first open() fails fast and is not retried by the SDK: we retry with backoff, forever,
  *   while the daemon already serves frames;
  * - twin requests have no timeout: every one has a deadline;
  * - desired changes made while disconnected are never delivered: after every (re)connect we GET the
  *   full twin and hand the whole desired document to the reconciler, which compares $version;
- * - after a broker restart with an empty session the twin subscriptions are gone
- *   (azure-iot-sdk-node#1255): a twin request that times out makes us drop and recreate the client;
+ * - after a broker restart with an empty session the twin subscriptions are gone and the SDK
+ *   does not subscribe again (azure-iot-sdk-node#1255): a reconnect whose CONNACK says the
+ *   session is gone makes us drop and recreate the client at once; a twin request that times
+ *   out does too, should the CONNACK ever not be readable;
  * - setOptions() replaces all options: `ca` is passed each time.
+ * Twin requests and sends pending on a client that is dropped fail at once with NOT_READY, so
+ * that reported properties and telemetry go out on the new client without waiting for the old
+ * one's deadline (a send abandoned so may still have arrived: delivery is at least once).
  */
 export class IotHubConnection extends EventEmitter<Events> {
   private client: ModuleClient | undefined;
   private twin: Twin | undefined;
+  /** Aborted when the current client is dropped; its pending requests then fail at once. */
+  private dropped = new AbortController();
   private stateValue: ConnectionState = 'disconnected';
   private stopped = false;
   private readonly waker = new Waker();
   private loop: Promise<void> | undefined;
   private generation = 0;
   private refreshTimer: NodeJS.Timeout | undefined;
+  private connackUnreadableLogged = false;
 
   constructor(private readonly opts: IotHubConnectionOptions) {
     super();
@@ -131,15 +158,17 @@ export class IotHubConnection extends EventEmitter<Events> {
   private async connectOnce(): Promise<void> {
     this.setState('connecting');
     const gen = ++this.generation;
+    this.dropped = new AbortController();
     const { requestTimeoutMs, logger } = this.opts;
-    const client = await this.opts.createClient();
+    const client = await this.opts.createClient(sessionAwareMqtt((present) => this.onConnack(gen, present)));
     this.client = client;
     client.on('error', (err: Error) => logger.warn({ component: 'iothub', err }, 'IoT Hub client error'));
     client.on('disconnect', () => {
       if (gen === this.generation) this.recreate('client disconnected');
     });
     client.on('connect', () => {
-      // The SDK reconnected by itself: desired changes made meanwhile were not delivered.
+      // The SDK reconnected by itself: desired changes made meanwhile were not delivered. (After
+      // a CONNACK without a session this client is already retired and the generation differs.)
       if (gen === this.generation && this.stateValue === 'connected') void this.refreshTwin('reconnected');
     });
     if (this.opts.ca)
@@ -175,16 +204,51 @@ export class IotHubConnection extends EventEmitter<Events> {
     this.refreshTimer.unref();
   }
 
+  /**
+   * A CONNACK of the client of generation `gen`, ahead of its 'connect' event. Without a session
+   * while we are connected (an SDK reconnect, or its SAS-renewal reconnect) the broker has forgotten
+   * the twin subscriptions and the SDK will not make them again (azure-iot-sdk-node#1255): twin
+   * responses and desired patches would go nowhere until a twin request timed out. A new client
+   * subscribes and reads the whole twin, so it is made at once. The first CONNACK of a client
+   * (its open(), while connecting) precedes every subscription and says nothing.
+   */
+  private onConnack(gen: number, sessionPresent: boolean | undefined): void {
+    if (gen !== this.generation) return;
+    if (sessionPresent === undefined) {
+      if (!this.connackUnreadableLogged) {
+        this.connackUnreadableLogged = true;
+        this.opts.logger.warn(
+          { component: 'iothub' },
+          'the IoT Hub SDK did not hand over the CONNACK: a lost session is noticed only when a twin request times out',
+        );
+      }
+      return;
+    }
+    if (sessionPresent || this.stateValue !== 'connected') return;
+    // Retire the client now, so its 'connect' (next) sends no twin GET that cannot be answered;
+    // close it once the SDK has finished handling this CONNACK, not from inside its callback.
+    this.generation++;
+    setImmediate(() => this.recreate('reconnected without a session: twin subscriptions lost'));
+  }
+
   /** Full twin GET and reconcile; a timeout means the subscriptions are gone: recreate. */
   async refreshTwin(reason: string): Promise<void> {
     const twin = this.twin;
     if (!twin) return;
+    const gen = this.generation;
     try {
-      await withDeadline(twin.get(), this.opts.requestTimeoutMs, 'twin GET');
+      await unlessAborted(
+        withDeadline(twin.get(), this.opts.requestTimeoutMs, 'twin GET'),
+        this.dropped.signal,
+        'twin GET',
+      );
       if (reason !== 'periodic') this.opts.logger.info({ component: 'iothub', reason }, 'twin refreshed');
       this.emit('desired', { ...twin.properties.desired });
     } catch (err) {
-      this.recreate(`twin GET failed after ${reason}: ${err instanceof Error ? err.message : String(err)}`);
+      // Only the client that failed is recreated, not one made since.
+      if (gen === this.generation) {
+        this.recreate(`twin GET failed after ${reason}: ${err instanceof Error ? err.message : String(err)}`);
+      }
     }
   }
 
@@ -201,10 +265,16 @@ export class IotHubConnection extends EventEmitter<Events> {
     const sent = new Promise<void>((resolve, reject) => {
       reported.update(patch, (err?: Error) => (err ? reject(err) : resolve()));
     });
+    const gen = this.generation;
     try {
-      await withDeadline(sent, this.opts.requestTimeoutMs, 'reported PATCH');
+      await unlessAborted(
+        withDeadline(sent, this.opts.requestTimeoutMs, 'reported PATCH'),
+        this.dropped.signal,
+        'reported PATCH',
+      );
     } catch (err) {
-      if (err instanceof EdgeError && err.code === ErrorCodes.IOTHUB_TIMEOUT) this.recreate(err.message);
+      const timedOut = err instanceof EdgeError && err.code === ErrorCodes.IOTHUB_TIMEOUT;
+      if (timedOut && gen === this.generation) this.recreate(err.message);
       throw err;
     }
   }
@@ -215,7 +285,12 @@ export class IotHubConnection extends EventEmitter<Events> {
     if (!client || this.stateValue !== 'connected') {
       throw new EdgeError(ErrorCodes.NOT_READY, 'not connected to IoT Hub');
     }
-    await withDeadline(client.sendOutputEvent(output, message), timeoutMs, `send to output ${output}`);
+    const what = `send to output ${output}`;
+    await unlessAborted(
+      withDeadline(client.sendOutputEvent(output, message), timeoutMs, what),
+      this.dropped.signal,
+      what,
+    );
   }
 
   private async teardown(): Promise<void> {
@@ -223,6 +298,7 @@ export class IotHubConnection extends EventEmitter<Events> {
     this.refreshTimer = undefined;
     const client = this.client;
     this.client = undefined;
+    this.dropped.abort();
     this.twin?.removeAllListeners();
     this.twin = undefined;
     this.generation++;

@@ -28,9 +28,17 @@ export class ReportedProperties {
     return structuredClone(this.doc);
   }
 
+  /**
+   * A new sink (a new IoT Hub client) starts afresh: the retry delay after the old one's failure
+   * does not hold it back, and the whole document is sent at once.
+   */
   attach(sink: ReportedSink | undefined): void {
     this.sink = sink;
-    if (sink) this.resendAll();
+    if (!sink) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.lastSent = 0;
+    this.resendAll();
   }
 
   /** Replaces one top-level section (model, scoring, telemetry, daemon, desired). */
@@ -69,7 +77,8 @@ export class ReportedProperties {
       // Newer values set meanwhile win over the failed patch's.
       this.pending = { ...patch, ...this.pending };
       this.opts.logger.warn({ component: 'twin', err }, 'reported properties not sent; will retry');
-      this.lastSent = Date.now() + this.opts.retryMs - this.opts.minIntervalMs;
+      // The retry delay belongs to the sink that failed; one attached meanwhile sends at once.
+      if (this.sink === sink) this.lastSent = Date.now() + this.opts.retryMs - this.opts.minIntervalMs;
     }
   }
 

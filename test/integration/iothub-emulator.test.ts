@@ -2,6 +2,7 @@ import azureIotDevice from 'azure-iot-device';
 import type { ModuleClient as ModuleClientType, Twin } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { sessionAwareMqtt, type TransportCtor } from '../../src/twin/session-aware-mqtt.js';
 import {
   startIotHubEmulator,
   withProcessEnv,
@@ -12,7 +13,7 @@ import {
 // azure-iot-device is CommonJS whose index assigns `module.exports = { …: require(…) }`; Node's
 // ESM loader cannot see those names, so `import { ModuleClient } from 'azure-iot-device'`
 // fails at runtime. Take them from the default export.
-const { ModuleClient, Message } = azureIotDevice;
+const { ModuleClient, Message, SharedAccessKeyAuthenticationProvider } = azureIotDevice;
 
 const DESIRED = '$iothub/twin/PATCH/properties/desired/#';
 const METHODS = '$iothub/methods/POST/#';
@@ -33,11 +34,11 @@ afterEach(async () => {
 });
 
 /** ModuleClient.fromEnvironment(Mqtt) against the emulator, with process.env restored afterwards. */
-async function fromEnvironment(): Promise<ModuleClientType> {
+async function fromEnvironment(transport: TransportCtor = Mqtt): Promise<ModuleClientType> {
   const client = await withProcessEnv(
     // with either connection-string variable set, fromEnvironment ignores the IOTEDGE_* ones
     { ...hub.env(), EdgeHubConnectionString: undefined, IotHubConnectionString: undefined },
-    () => ModuleClient.fromEnvironment(Mqtt),
+    () => ModuleClient.fromEnvironment(transport),
   );
   clients.push(client);
   return client;
@@ -323,6 +324,51 @@ describe('IoT Hub emulator with the real azure-iot-device-mqtt client', () => {
     await replacement.open();
     const again = await replacement.getTwin();
     expect(again.properties.desired).toMatchObject({ lost: true, $version: 2 });
+  });
+
+  /*
+   * The daemon notices #1255 by the CONNACK's sessionPresent, which the SDK hands over only
+   * through an internal callback (src/twin/session-aware-mqtt.ts). These two tests fail when an
+   * SDK update stops handing it over or reports it wrongly.
+   */
+  it('sessionAwareMqtt reads each CONNACK: no session at first, kept over dropConnections, gone after restart({ keepSessions: false })', async () => {
+    const seen: (boolean | undefined)[] = [];
+    const client = await fromEnvironment(sessionAwareMqtt((present) => seen.push(present)));
+    await client.open();
+    desiredEvents(await client.getTwin());
+    await hub.waitForSubscription(DESIRED);
+    expect(seen).toEqual([false]); // a fresh broker: no session yet
+
+    let before = hub.connects().length;
+    hub.dropConnections();
+    await hub.waitForConnect((e) => e.accepted, 5_000, before);
+    await until(() => seen.length === 2);
+    expect(seen[1]).toBe(true);
+
+    before = hub.connects().length;
+    await hub.restart({ keepSessions: false });
+    await hub.waitForConnect((e) => e.accepted, 15_000, before);
+    await until(() => seen.length === 3);
+    expect(seen[2]).toBe(false);
+  });
+
+  it('sessionAwareMqtt reads the CONNACK of a SAS renewal reconnect too (same session)', async () => {
+    const seen: (boolean | undefined)[] = [];
+    // a token valid 6 s, renewed 4 s before it expires: a renewal reconnect every 2 s
+    const provider = SharedAccessKeyAuthenticationProvider.fromConnectionString(hub.connectionString(), 6, 4);
+    const client = ModuleClient.fromAuthenticationProvider(
+      provider,
+      sessionAwareMqtt((present) => seen.push(present)),
+    );
+    clients.push(client);
+    await client.setOptions({ ca: hub.caCert });
+    await client.open();
+    desiredEvents(await client.getTwin());
+    await hub.waitForSubscription(DESIRED);
+    const before = hub.connects().length;
+    await hub.waitForConnect((e) => e.accepted, 5_000, before);
+    await until(() => seen.length >= 2);
+    expect(seen.slice(0, 2)).toEqual([false, true]);
   });
 
   it('fault: an unresponsive twin swallows requests; switching back answers new ones', async () => {
