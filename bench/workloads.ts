@@ -201,7 +201,7 @@ async function startPeers(
         python: venv.python,
         engine: 'onnxruntime',
       });
-      names.onnxruntime = `gunicorn 2 workers × 2 threads + Flask + onnxruntime (${venv.python})`;
+      names.onnxruntime = `gunicorn 2 workers × 2 threads + Flask + onnxruntime (${path.relative(process.cwd(), venv.python)})`;
     } catch (err) {
       names.skipped.push(`onnxruntime peer: ${(err as Error).message.split('\n')[0]}`);
     }
@@ -214,7 +214,7 @@ async function startPeers(
   if (python) {
     try {
       dnn = await startPeer({ modelPath, port: await freePort(), python, engine: 'opencv' });
-      names.opencv = `gunicorn 2 sync workers + Flask + OpenCV DNN (${python})`;
+      names.opencv = `gunicorn 2 sync workers + Flask + OpenCV DNN (${python.startsWith('/usr') ? python : path.relative(process.cwd(), python)})`;
     } catch (err) {
       names.skipped.push(`OpenCV DNN peer: ${(err as Error).message.split('\n')[0]}`);
     }
