@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
  */
 
 /** Debian's interpreter: python3-opencv, python3-flask and gunicorn are installed for it only. */
-const PYTHON = '/usr/bin/python3';
+export const DEBIAN_PYTHON = '/usr/bin/python3';
 const READY_MARKER = /edge-scorer-peer: worker ready pid=(\d+) workers=(\d+)/;
 const TAIL_LINES = 40;
 
@@ -24,6 +24,10 @@ export interface PeerOptions {
   readyTimeoutMs?: number;
   /** How long stop() waits after SIGTERM before it sends SIGKILL (default 10 s). */
   stopTimeoutMs?: number;
+  /** The interpreter (default Debian's, {@link DEBIAN_PYTHON}; the bench's venv for onnxruntime). */
+  python?: string;
+  /** 'opencv' (score.py, 2 sync workers, default) or 'onnxruntime' (score_ort.py, 2 workers × 2 threads). */
+  engine?: 'opencv' | 'onnxruntime';
 }
 
 export interface Peer {
@@ -52,6 +56,8 @@ export async function startPeer(opts: PeerOptions): Promise<Peer> {
   const modelPath = resolve(opts.modelPath);
   const readyTimeoutMs = opts.readyTimeoutMs ?? 30_000;
   const stopTimeoutMs = opts.stopTimeoutMs ?? 10_000;
+  const PYTHON = opts.python ?? DEBIAN_PYTHON;
+  const engine = opts.engine ?? 'opencv';
   if (!existsSync(PYTHON)) throw new Error(`peer: ${PYTHON} not found; run bench/peer/setup.sh`);
   if (!existsSync(modelPath)) throw new Error(`peer: model ${modelPath} not found`);
   if (!existsSync(join(dirname(modelPath), 'model.json'))) {
@@ -63,6 +69,8 @@ export async function startPeer(opts: PeerOptions): Promise<Peer> {
     ...process.env,
     PEER_MODEL_PATH: modelPath,
     PEER_BIND: `127.0.0.1:${opts.port}`,
+    PEER_ENGINE: engine,
+    PEER_THREADS: engine === 'onnxruntime' ? '2' : '1',
     PYTHONUNBUFFERED: '1',
     // Keep score.py's __pycache__ out of the source tree.
     PYTHONDONTWRITEBYTECODE: '1',
@@ -72,7 +80,8 @@ export async function startPeer(opts: PeerOptions): Promise<Peer> {
   delete env.PYTHONPATH;
   delete env.PYTHONHOME;
 
-  const child = spawn(PYTHON, ['-m', 'gunicorn', '-c', join(cwd, 'gunicorn.conf.py'), 'score:app'], {
+  const app = engine === 'onnxruntime' ? 'score_ort:app' : 'score:app';
+  const child = spawn(PYTHON, ['-m', 'gunicorn', '-c', join(cwd, 'gunicorn.conf.py'), app], {
     cwd,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,11 +1,15 @@
-# gunicorn settings for the bench's Python peer (see score.py): two sync workers, as the AVA HTTP
-# extension samples run their Flask apps under gunicorn's default worker class.
+# gunicorn settings for the bench's Python peers (score.py, score_ort.py). The OpenCV DNN peer runs
+# two sync workers, as the AVA HTTP extension samples run their Flask apps under gunicorn's default
+# worker class; the onnxruntime peer runs 2 workers x 2 threads (gthread, PEER_THREADS=2).
 import os
 
 bind = os.environ.get('PEER_BIND', '127.0.0.1:8090')
-workers = 2
-worker_class = 'sync'
-# Each worker imports score.py (and so loads the net) after the fork.
+workers = int(os.environ.get('PEER_WORKERS', '2'))
+threads = int(os.environ.get('PEER_THREADS', '1'))
+# gunicorn's default is sync; more than one thread per worker means gthread (which keeps
+# connections alive, unlike sync workers).
+worker_class = 'gthread' if threads > 1 else 'sync'
+# Each worker imports the app (and so loads the model) after the fork.
 preload_app = False
 # Errors to stderr, no access log (gunicorn's defaults; the samples log no line per request).
 errorlog = '-'

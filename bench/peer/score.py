@@ -28,7 +28,7 @@ class PeerError(Exception):
 
 
 class ClassifierModel:
-    def __init__(self, model_path):
+    def __init__(self, model_path, load_net=True):
         self._lock = threading.Lock()
 
         manifest_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), 'model.json')
@@ -66,7 +66,8 @@ class ClassifierModel:
         self.top_k = int(out.get('topK', 5))
         self.labels = list(manifest.get('labels', []))
 
-        self._net = cv2.dnn.readNetFromONNX(model_path)
+        if load_net:
+            self._net = cv2.dnn.readNetFromONNX(model_path)
 
     def preprocess(self, cv_image):
         src_h, src_w = cv_image.shape[:2]
@@ -140,7 +141,9 @@ if os.environ.get('PEER_CV_THREADS'):
 
 # Loaded when the module is imported: gunicorn (without preload_app) imports it in each worker
 # after the fork, so every worker holds its own net, as in the samples.
-model = ClassifierModel(os.environ['PEER_MODEL_PATH'])
+# score_ort.py imports this module for ClassifierModel only (PEER_ENGINE=onnxruntime).
+if os.environ.get('PEER_ENGINE', 'opencv') == 'opencv':
+    model = ClassifierModel(os.environ['PEER_MODEL_PATH'])
 
 app = Flask(__name__)
 

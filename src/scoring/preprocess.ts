@@ -2,9 +2,12 @@ import { performance } from 'node:perf_hooks';
 import sharp, { type Metadata, type OutputInfo, type Sharp } from 'sharp';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import { readBmp } from './bmp.js';
+import { jpegSize } from './jpeg-header.js';
 import type { InputSpec } from './manifest.js';
 import { channelsOf } from './manifest.js';
+import { decodeSmallPng, isPng, pngSize, SMALL_PNG_MAX_PIXELS } from './png-small.js';
 import { geometryFor, type FrameGeometry } from './geometry.js';
+import { resampleFrame, type PixelSource, type Placement } from './resample.js';
 
 export const RAW_FORMATS = { mono8: 1, rgb8: 3, bgr8: 3 } as const;
 export type RawFormat = keyof typeof RAW_FORMATS;
@@ -29,14 +32,14 @@ export interface RawFrameInfo {
   height: number;
 }
 
+export type InputTensorData = Float32Array | Uint8Array;
+
 export interface FrameInput {
   body: Buffer;
   mediaType: AcceptedMediaType;
   /** Required for application/octet-stream. */
   raw?: RawFrameInfo;
 }
-
-export type InputTensorData = Float32Array | Uint8Array;
 
 export interface PreparedFrame {
   /** One frame in the model's layout and dtype, without the batch dimension. */
@@ -50,12 +53,23 @@ export interface PreprocessLimits {
 }
 
 interface Source {
-  image: Sharp;
+  /** The frame as a sharp pipeline, or (small frames) as pixels in memory or a small PNG. */
+  image?: Sharp;
+  pixels?: PixelSource;
+  png?: Buffer;
   width: number;
   height: number;
-  /** Channel order of what sharp will output for 3-channel images. */
+  /** Channel order of the pixels (3-channel images). */
   order: 'rgb' | 'bgr';
 }
+
+/**
+ * Frames whose pixels are already in memory (raw, BMP, small PNG) are resized in JavaScript up to
+ * this many pixels: below it a libvips pipeline's set-up (~1.5 ms) costs more than the pixels.
+ * Larger ones go to sharp, which runs on the libuv pool, off the event loop.
+ */
+const IN_MEMORY_MAX_PIXELS = SMALL_PNG_MAX_PIXELS;
+const inMemory = (width: number, height: number): boolean => width * height <= IN_MEMORY_MAX_PIXELS;
 
 const tooLarge = (width: number, height: number, maxPixels: number): EdgeError =>
   new EdgeError(
@@ -74,7 +88,7 @@ const SHARP_OPTIONS = { failOn: 'warning', sequentialRead: true } as const;
 // reuse. Every frame is new, so nothing is ever reused: the cache would only hold memory.
 sharp.cache(false);
 
-/** Opens the frame with sharp, checking format and size from its header before any decode. */
+/** Opens the frame, checking format and size from its header before any decode. */
 async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<Source> {
   const { body } = frame;
   if (body.length === 0) throw new EdgeError(ErrorCodes.FRAME_UNDECODABLE, 'the frame body is empty');
@@ -84,6 +98,10 @@ async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<
   const isBmp = body.length >= 2 && body[0] === 0x42 && body[1] === 0x4d;
   if (isBmp) {
     const bmp = readBmp(body, limits.maxPixels);
+    if (inMemory(bmp.width, bmp.height)) {
+      const { width, height, channels, bottomUp, data, order } = bmp;
+      return { pixels: { data, width, height, channels, bottomUp }, width, height, order };
+    }
     let image = sharp(bmp.data, { raw: { width: bmp.width, height: bmp.height, channels: bmp.channels } });
     if (bmp.channels === 4) {
       // The fourth byte is padding, not alpha: drop it before resize would premultiply by it.
@@ -92,6 +110,22 @@ async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<
     }
     if (bmp.bottomUp) image = image.flip();
     return { image, width: bmp.width, height: bmp.height, order: bmp.order };
+  }
+  // JPEG and PNG (nearly every frame) are sized from their header here, in microseconds, and
+  // opened once; other formats ask libvips for the header first.
+  const header = jpegSize(body) ?? pngSize(body);
+  if (header) {
+    const { width, height } = header;
+    if (width * height > limits.maxPixels) throw tooLarge(width, height, limits.maxPixels);
+    if (inMemory(width, height) && isPng(body)) return { png: body, width, height, order: 'rgb' };
+    // sharp shrinks a JPEG on load (libjpeg's DCT scaling, 1/2 to 1/8) when the resize below is
+    // its first operation on a fresh pipeline: keep it first.
+    return {
+      image: sharp(body, { ...SHARP_OPTIONS, limitInputPixels: limits.maxPixels }),
+      width,
+      height,
+      order: 'rgb',
+    };
   }
   let meta: Metadata;
   try {
@@ -135,6 +169,14 @@ function openRaw(body: Buffer, raw: RawFrameInfo | undefined, limits: Preprocess
       { expected, actual: body.length },
     );
   }
+  if (inMemory(width, height)) {
+    return {
+      pixels: { data: body, width, height, channels },
+      width,
+      height,
+      order: format === 'bgr8' ? 'bgr' : 'rgb',
+    };
+  }
   return {
     image: sharp(body, { raw: { width, height, channels } }),
     width,
@@ -145,9 +187,10 @@ function openRaw(body: Buffer, raw: RawFrameInfo | undefined, limits: Preprocess
 
 /**
  * Decodes a frame and turns it into the input tensor its model's manifest describes: resize
- * (stretch, letterbox, center-crop), colour order, layout, dtype and normalisation. Decoding and
- * resizing run in sharp (libuv pool, off the event loop); only the final normalisation pass over
- * the model-sized image runs here.
+ * (stretch, letterbox, center-crop), colour order, layout, dtype and normalisation. Board-sized
+ * frames are decoded and resized in sharp (libuv pool, off the event loop); frames of up to
+ * 65,536 pixels that need no libvips (raw, BMP, plain PNG) are decoded and resized here, where
+ * they cost a fraction of a pipeline's set-up (bench/README.md, "Decoding").
  */
 export async function prepareFrame(
   frame: FrameInput,
@@ -157,7 +200,15 @@ export async function prepareFrame(
   const started = performance.now();
   const src = await openSource(frame, limits);
   const g = geometryFor(spec.resize, src.width, src.height, spec.width, spec.height);
-  let image = src.image.resize(g.resizeWidth, g.resizeHeight, { fit: 'fill' });
+  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
+  const geometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
+  if (src.pixels || src.png) {
+    const data = prepareInMemory(src, g, spec);
+    if (data) return { data, geometry, preprocessMs: performance.now() - started };
+    // A PNG the JavaScript decoder does not take: sharp decodes it, or refuses it.
+    src.image = sharp(frame.body, { ...SHARP_OPTIONS, limitInputPixels: limits.maxPixels });
+  }
+  let image = src.image!.resize(g.resizeWidth, g.resizeHeight, { fit: 'fill' });
   if (spec.resize === 'letterbox' && (g.padLeft || g.padTop || g.padRight || g.padBottom)) {
     const v = spec.padValue;
     image = image.extend({
@@ -188,12 +239,14 @@ export async function prepareFrame(
     throw new EdgeError(ErrorCodes.INTERNAL, 'resize produced an unexpected size', { info, spec });
   }
   const data = tensorize(pixels.data, info.channels, src.order, spec);
-  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
-  return {
-    data,
-    geometry: { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY },
-    preprocessMs: performance.now() - started,
-  };
+  return { data, geometry, preprocessMs: performance.now() - started };
+}
+
+function prepareInMemory(src: Source, g: Placement, spec: InputSpec): InputTensorData | undefined {
+  const pixels = src.pixels ?? (src.png ? decodeSmallPng(src.png) : undefined);
+  if (!pixels) return undefined;
+  const resized = resampleFrame(pixels, g, spec.width, spec.height, spec.padValue);
+  return tensorize(resized.data, resized.channels, src.order, spec);
 }
 
 /**

@@ -1,8 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, type EdgeError } from '../../src/errors.js';
 import type { InputSpec } from '../../src/scoring/manifest.js';
-import { prepareFrame, type FrameInput } from '../../src/scoring/preprocess.js';
-import { encodeFrame, makeRaw, pngBomb, svgFrame, toBgr, type FrameFormat } from '../helpers/frames.js';
+import sharp from 'sharp';
+import { geometryFor } from '../../src/scoring/geometry.js';
+import { prepareFrame, tensorize, type FrameInput } from '../../src/scoring/preprocess.js';
+import {
+  encodeFrame,
+  gradientFrame,
+  makeRaw,
+  pngBomb,
+  svgFrame,
+  toBgr,
+  type FrameFormat,
+} from '../helpers/frames.js';
 
 const W = 8;
 const H = 6;
@@ -306,5 +316,119 @@ describe('refusals carry codes', () => {
       prepareFrame({ body: jpg.subarray(0, jpg.length >> 1), mediaType: 'image/jpeg' }, s, LIMITS),
     );
     expect(err.code).toBe(ErrorCodes.FRAME_UNDECODABLE);
+  });
+});
+
+describe('the decode paths against the previous one (sharp for every frame)', () => {
+  /**
+   * Before the decode work every encoded frame went through sharp: metadata(), then
+   * resize(fill) → removeAlpha → raw. This is that path, to compare the tensors of the current one
+   * with. JPEGs and large frames still take it (bit for bit the same); small PNG, raw and BMP frames
+   * are resized in JavaScript with the same kernels, within the bounds below.
+   */
+  async function previous(body: Buffer, s: InputSpec): Promise<Uint8Array> {
+    const meta = await sharp(body).metadata();
+    const g = geometryFor(s.resize, meta.width, meta.height, s.width, s.height);
+    let image = sharp(body, { failOn: 'warning', sequentialRead: true }).resize(
+      g.resizeWidth,
+      g.resizeHeight,
+      {
+        fit: 'fill',
+      },
+    );
+    if (s.resize === 'letterbox') {
+      const v = s.padValue;
+      image = image.extend({
+        top: g.padTop,
+        bottom: g.padBottom,
+        left: g.padLeft,
+        right: g.padRight,
+        background: { r: v, g: v, b: v, alpha: 1 },
+      });
+    } else if (s.resize === 'center-crop' && (g.resizeWidth !== s.width || g.resizeHeight !== s.height)) {
+      image = image.extract({ left: g.cropLeft, top: g.cropTop, width: s.width, height: s.height });
+    }
+    const { data, info } = await image.removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    return tensorize(data, info.channels, 'rgb', s) as Uint8Array;
+  }
+
+  /** Mean and largest absolute difference, in pixel levels (uint8 tensors). */
+  function difference(a: ArrayLike<number>, b: ArrayLike<number>): { mean: number; max: number } {
+    expect(a.length).toBe(b.length);
+    let total = 0;
+    let max = 0;
+    for (let i = 0; i < a.length; i++) {
+      const d = Math.abs(a[i]! - b[i]!);
+      total += d;
+      max = Math.max(max, d);
+    }
+    return { mean: total / a.length, max };
+  }
+
+  /** A text crop as the OCR step cuts them: light print on a green solder mask, 286×30. */
+  const crop = (text: string): Promise<Buffer> =>
+    sharp(
+      Buffer.from(
+        `<svg xmlns="http://www.w3.org/2000/svg" width="286" height="30"><rect width="286" height="30" fill="#1a3d22"/>` +
+          `<text x="6" y="23" font-family="monospace" font-size="22" fill="#e8e8d8">${text}</text></svg>`,
+      ),
+    )
+      .removeAlpha()
+      .png()
+      .toBuffer();
+
+  const model = (over: Partial<InputSpec>): InputSpec =>
+    spec({ width: 192, height: 48, dtype: 'uint8', ...over });
+
+  // Measured (libvips 8.18 in sharp 0.35): mean 0.05–0.20 and max 2–3 levels in every mode; the
+  // residue is rounding (libvips works in fixed point and rounds between its passes).
+  it.each([
+    ['stretch 286×30 → 192×48', model({})],
+    ['letterbox 286×30 → 192×48', model({ resize: 'letterbox' })],
+    ['center-crop 286×30 → 192×48', model({ resize: 'center-crop' })],
+    ['stretch 286×30 → 128×16 (shrink only)', model({ width: 128, height: 16 })],
+    ['gray 286×30 → 192×48', model({ color: 'gray', mean: [0], std: [1] })],
+  ] as [string, InputSpec][])('small PNG, %s: within 0.3 levels on average, 4 at most', async (_name, s) => {
+    for (const text of ['R1204 10k 0402', 'U7 STM32F405 LQFP64']) {
+      const body = await crop(text);
+      const now = await prepareFrame({ body, mediaType: 'image/png' }, s, LIMITS);
+      const d = difference(now.data, await previous(body, s));
+      expect(d.mean).toBeLessThanOrEqual(0.3);
+      expect(d.max).toBeLessThanOrEqual(4);
+    }
+  });
+
+  it('a small rgb8 raw frame and the same pixels as PNG give the same tensor', async () => {
+    const body = await crop('C33 100n');
+    const { data, info } = await sharp(body).raw().toBuffer({ resolveWithObject: true });
+    const s = model({});
+    const raw = await prepareFrame(
+      {
+        body: data,
+        mediaType: 'application/octet-stream',
+        raw: { format: 'rgb8', width: info.width, height: info.height },
+      },
+      s,
+      LIMITS,
+    );
+    const png = await prepareFrame({ body, mediaType: 'image/png' }, s, LIMITS);
+    expect(Array.from(raw.data)).toEqual(Array.from(png.data));
+  });
+
+  it('board-sized JPEG and PNG frames still go through sharp: the same tensor, bit for bit', async () => {
+    const board = gradientFrame(640, 512);
+    const s = model({});
+    for (const format of ['jpeg', 'png'] as const) {
+      const body = await encodeFrame(board, 640, 512, 3, format, { quality: 90 });
+      const now = await prepareFrame({ body, mediaType: `image/${format}` }, s, { maxPixels: 1e7 });
+      expect(difference(now.data, await previous(body, s))).toEqual({ mean: 0, max: 0 });
+    }
+  });
+
+  it('a small JPEG goes through sharp too (no second header read): bit for bit', async () => {
+    const body = await encodeFrame(gradientFrame(286, 30), 286, 30, 3, 'jpeg');
+    const s = model({});
+    const now = await prepareFrame({ body, mediaType: 'image/jpeg' }, s, LIMITS);
+    expect(difference(now.data, await previous(body, s))).toEqual({ mean: 0, max: 0 });
   });
 });

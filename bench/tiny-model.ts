@@ -1,0 +1,39 @@
+import { GraphBuilder, Rng, type Dim } from '../test/helpers/onnx-graph.js';
+
+/**
+ * The bench's small model: a text/component-crop classifier at 192×48 (the size AOI OCR and
+ * polarity checks feed), three strided 3×3 convolutions (16, 32, 64 channels) with ReLU, global
+ * average pooling and a linear layer with Softmax. About 14 MFLOP a frame: inference costs a
+ * fraction of a millisecond, so what a server spends around it (decode, resize, HTTP, messages)
+ * decides its throughput. Seeded weights; plain operators that onnxruntime and OpenCV's DNN import.
+ */
+export const TINY_INPUT = { width: 192, height: 48 } as const;
+
+export function buildTinyClassifier(o: {
+  batch: number | 'dynamic';
+  classes?: number;
+  seed?: number;
+}): Uint8Array {
+  const classes = o.classes ?? 4;
+  const rng = new Rng(o.seed ?? 7);
+  const g = new GraphBuilder();
+  const n: Dim = o.batch === 'dynamic' ? 'N' : o.batch;
+  let x = g.input('input', 'float32', [n, 3, TINY_INPUT.height, TINY_INPUT.width]);
+  let cin = 3;
+  for (const cout of [16, 32, 64]) {
+    const w = g.init('conv_w', [cout, cin, 3, 3], rng.normals(cout * cin * 9, Math.sqrt(2 / (cin * 9))));
+    const b = g.init('conv_b', [cout], rng.normals(cout, 0.01));
+    x = g.node('Relu', [
+      g.node('Conv', [x, w, b], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }),
+    ]);
+    cin = cout;
+  }
+  const flat = g.node('Flatten', [g.node('GlobalAveragePool', [x])], { axis: 1 });
+  const w = g.init('fc_w', [classes, cin], rng.normals(classes * cin, Math.sqrt(1 / cin)));
+  const logits = g.node('Gemm', [flat, w, g.init('fc_b', [classes], new Float32Array(classes))], {
+    transB: 1,
+  });
+  g.node('Softmax', [logits], { axis: 1 }, 'output');
+  g.output('output', 'float32', [n, classes]);
+  return g.build();
+}
