@@ -37,10 +37,12 @@ export async function readEvents(
   path: string,
   signal: AbortSignal,
   onEvent: (event: string, data: string) => void,
+  onOpen?: () => void,
 ): Promise<void> {
   const res = await fetch(path, { headers: headers(), signal, cache: 'no-store' });
   if (res.status === 401) throw new Unauthorized();
   if (!res.ok || !res.body) throw new Error(`${path}: HTTP ${res.status}`);
+  onOpen?.();
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

@@ -98,10 +98,14 @@ export class LiveView implements View {
     const abort = new AbortController();
     this.abort = abort;
     this.status.textContent = 'connecting…';
-    readEvents('/v1/console/live', abort.signal, (event, data) => {
-      this.status.textContent = 'live';
-      if (event === 'frame' && !this.paused) void this.show(JSON.parse(data) as LiveFrame);
-    }).then(
+    readEvents(
+      '/v1/console/live',
+      abort.signal,
+      (event, data) => {
+        if (event === 'frame' && !this.paused) void this.show(JSON.parse(data) as LiveFrame);
+      },
+      () => (this.status.textContent = 'live'),
+    ).then(
       () => this.retry(abort),
       (err: unknown) => {
         if (err instanceof Unauthorized) this.onUnauthorized();
