@@ -66,7 +66,8 @@ function draw(canvas: HTMLCanvasElement, chart: Chart, samples: HealthSample[]):
   ctx.scale(ratio, ratio);
   ctx.clearRect(0, 0, w, h);
   const values = samples.flatMap((s) => chart.series.map((se) => se.value(s) ?? 0));
-  const max = Math.max(1e-9, ...values) * 1.1;
+  // At least 1 on the scale: an idle counter reads as a flat line at zero, not as noise.
+  const max = Math.max(1, ...values) * 1.1;
   ctx.strokeStyle = '#333a45';
   ctx.lineWidth = 1;
   for (const f of [0.25, 0.5, 0.75]) {
@@ -105,7 +106,7 @@ function latest(chart: Chart, s: HealthSample | undefined): string {
   return chart.series
     .map((se) => {
       const v = se.value(s);
-      return `${se.label} ${v === null ? '—' : v.toFixed(v >= 100 ? 0 : 1)}`;
+      return `${se.label} ${v === null ? '—' : `${v.toFixed(v >= 100 ? 0 : 1)}${chart.unit === '%' ? '%' : ''}`}`;
     })
     .join(' · ');
 }
