@@ -125,4 +125,16 @@ describe('operator console', () => {
       'https://blob.example/models/m.onnx?…',
     );
   });
+
+  it('an open live page never holds up the stop: its stream is ended and the daemon stops', async () => {
+    const d = await start();
+    const live = await openLive(`${d.url}/v1/console/live`);
+    expect(live.status).toBe(200);
+    const started = Date.now();
+    await d.stop();
+    // Far below SHUTDOWN_TIMEOUT_MS, which a stream left open would run into.
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(d.app.engine.frames.subscribers).not.toContain('console');
+    live.close();
+  });
 });
