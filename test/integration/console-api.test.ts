@@ -137,4 +137,18 @@ describe('operator console', () => {
     expect(d.app.engine.frames.subscribers).not.toContain('console');
     live.close();
   });
+
+  it('a page filtered to one camera is sent the frames of that camera only', async () => {
+    daemon = await start();
+    const live = await openLive(`${daemon.url}/v1/console/live?camera=cam-b`);
+    for (const cam of ['cam-a', 'cam-b', 'cam-a']) {
+      const r = await postFrame(`${daemon.url}/v1/score`, demo.ok, 'image/jpeg', { 'x-camera-id': cam });
+      expect(r.status).toBe(200);
+    }
+    await daemon.app.engine.frames.idle();
+    await waitFor(() => (live.events.length >= 1 ? true : undefined), 'a live frame');
+    live.close();
+    const cams = live.events.map((e) => (JSON.parse(e.data) as LiveFrame).cameraId);
+    expect(cams).toEqual(['cam-b']);
+  });
 });

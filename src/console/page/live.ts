@@ -84,6 +84,9 @@ export class LiveView implements View {
     this.filter.onchange = () => {
       this.camera = this.filter.value;
       for (const [id, t] of this.tiles) t.root.hidden = this.camera !== '' && id !== this.camera;
+      // The daemon then thumbnails only that camera's frames for this page.
+      this.abort?.abort();
+      this.connect();
     };
     root.append(el('div', { className: 'toolbar' }, [this.pauseButton, this.filter, this.status]), this.grid);
     this.connect();
@@ -99,7 +102,7 @@ export class LiveView implements View {
     this.abort = abort;
     this.status.textContent = 'connecting…';
     readEvents(
-      '/v1/console/live',
+      this.camera ? `/v1/console/live?camera=${encodeURIComponent(this.camera)}` : '/v1/console/live',
       abort.signal,
       (event, data) => {
         if (event === 'frame' && !this.paused) void this.show(JSON.parse(data) as LiveFrame);
