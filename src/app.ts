@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import azureIotDevice from 'azure-iot-device';
 import type { Config } from './config.js';
+import { consoleUrl, createConsole } from './console/console.js';
 import { buildServer } from './http/server.js';
 import { component, Lifecycle, type Component } from './lifecycle.js';
 import { ModelFetcher } from './models/fetcher.js';
@@ -94,9 +95,13 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           maxMessagesPerSec: config.telemetryMaxMessagesPerSec,
           statsSource: () => ({ queueRejections: engine.rejectedFrames }),
         });
+  const consoleUi = config.enableConsole
+    ? createConsole({ config, engine, metrics, logger, reported: () => reported.document })
+    : undefined;
   const onEvent = (event: LifecycleEvent): void => {
     logger.info({ component: 'events', ...event }, 'lifecycle event');
     publisher?.event(event);
+    consoleUi?.history.event(event);
   };
   const manager = new ModelManager({
     engine,
@@ -139,6 +144,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     const conn = connection;
     conn.on('desired', (doc) => {
       const version = typeof doc.$version === 'number' ? doc.$version : 0;
+      consoleUi?.history.desiredReceived(doc, version);
       void reconciler.onDesired(doc, version);
     });
     conn.on('connected', () => {
@@ -157,7 +163,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
         file: config.desiredPropertiesFile,
         intervalMs: config.desiredPropertiesPollMs,
         logger,
-        onDesired: (doc, version) => void reconciler.onDesired(doc, version),
+        onDesired: (doc, version) => {
+          consoleUi?.history.desiredReceived(doc, version);
+          void reconciler.onDesired(doc, version);
+        },
         onInvalid: (err, version) => reconciler.reject(err, version),
       })
     : undefined;
@@ -226,15 +235,33 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       () => watcher?.stop(),
     ),
     component(
+      'console',
+      () => consoleUi?.start(),
+      () => consoleUi?.stop(),
+    ),
+    component(
       'http',
       async (signal) => {
-        server = await buildServer({ config, engine, metrics, logger, models: manager });
+        server = await buildServer({
+          config,
+          engine,
+          metrics,
+          logger,
+          models: manager,
+          extraRoutes: consoleUi && (async (app) => app.register(consoleUi.routes, { models: manager })),
+        });
         if (signal.aborted) return;
         await server.listen({ host: config.host, port: config.port });
         const a = server.server.address();
         if (a && typeof a === 'object') address = { host: a.address, port: a.port };
         logger.info(
-          { component: 'app', ...address, ready: engine.ready, twinMode: config.twinMode },
+          {
+            component: 'app',
+            ...address,
+            ready: engine.ready,
+            twinMode: config.twinMode,
+            ...(consoleUi && address ? { console: consoleUrl(address) } : {}),
+          },
           'edge-scorer listening',
         );
       },

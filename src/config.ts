@@ -142,6 +142,12 @@ export const FIELDS = {
     schema: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     default: 'info',
   },
+  enableConsole: {
+    env: 'ENABLE_CONSOLE',
+    doc: 'Serve the operator console at `/` on the API port (same token rule as the API; reachable where the port is: loopback in the container).',
+    schema: { type: 'boolean' },
+    default: 'true',
+  },
   modelPath: {
     env: 'MODEL_PATH',
     doc: 'Local .onnx served at start-up, with its model.json beside it. Defaults to the bundled demo model.',
@@ -389,14 +395,9 @@ const validateTopLevel = ajv.compile<TopLevelValues>(
   objectSchema(Object.fromEntries(Object.entries(FIELDS).filter(([key]) => !isScoringKey(key)))),
 );
 
-const BOOLEANS = new Map<string, boolean>([
-  ['true', true],
-  ['1', true],
-  ['yes', true],
-  ['false', false],
-  ['0', false],
-  ['no', false],
-]);
+const BOOLEANS = new Map(
+  Object.entries({ true: true, 1: true, yes: true, false: false, 0: false, no: false }),
+);
 
 /** Reads a variable's text as its schema's kind; what does not read is left for the schema to refuse. */
 function parseVariable(schema: FieldSchema, raw: string): unknown {

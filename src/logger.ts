@@ -32,3 +32,28 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: Des
     destination ?? pino.destination({ dest: 1, sync: true }),
   );
 }
+
+/**
+ * Readable lines for a person at a terminal: `npm start` in a terminal prints through pino-pretty
+ * (synchronously, like the JSON destination). Anything that is not a TTY — the container, a pipe,
+ * a log collector — gets pino's JSON lines. pino-pretty is a devDependency: in a checkout it is
+ * there; in the image, where stdout is never a TTY, it is not needed, and without it the daemon
+ * logs JSON.
+ */
+export async function terminalDestination(
+  out: NodeJS.WritableStream & { isTTY?: boolean } = process.stdout,
+): Promise<DestinationStream | undefined> {
+  if (!out.isTTY) return undefined;
+  try {
+    const { default: pretty } = await import('pino-pretty');
+    return pretty({
+      destination: out,
+      sync: true,
+      colorize: true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname,service',
+    });
+  } catch {
+    return undefined;
+  }
+}

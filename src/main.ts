@@ -2,7 +2,7 @@
 import { loadConfig } from './config.js';
 import { createApp } from './app.js';
 import { isEdgeError } from './errors.js';
-import { createLogger } from './logger.js';
+import { createLogger, terminalDestination } from './logger.js';
 import { modelPatchCli } from './cli/model-patch.js';
 
 /** Process concerns only: configuration errors, signals, exit codes, fatal handlers. */
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     process.stderr.write(`edge-scorer: invalid configuration: ${message}\n`);
     process.exit(78); // EX_CONFIG
   }
-  const logger = createLogger(config);
+  const logger = createLogger(config, await terminalDestination());
   const app = createApp(config, logger);
 
   /**

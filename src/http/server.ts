@@ -17,6 +17,8 @@ export interface ServerDeps {
   logger: Logger;
   /** The model lifecycle's status and last error (their one owner). */
   models: ModelStatusSource;
+  /** Route groups that live outside http/ (the operator console), registered after the API's. */
+  extraRoutes?: (app: FastifyInstance) => Promise<unknown>;
 }
 
 /** Builds the HTTP app; it never listens (app.ts does, last, once everything else started). */
@@ -26,6 +28,7 @@ export async function buildServer({
   metrics,
   logger,
   models,
+  extraRoutes,
 }: ServerDeps): Promise<FastifyInstance> {
   // Typed as fastify's logger interface so route plugins stay generic over the logger.
   const loggerInstance: FastifyBaseLogger = logger.child({ component: 'http' });
@@ -91,5 +94,6 @@ export async function buildServer({
     apiToken: config.apiToken,
     bodyLimitBytes: config.bodyLimitBytes,
   });
+  await extraRoutes?.(app);
   return app;
 }

@@ -1,0 +1,68 @@
+/**
+ * `npm run docs:screenshots`: the operator console's screenshots in docs/, taken with Debian's
+ * chromium against a real daemon (the bundled demo detector, standalone) fed with the demo frames
+ * from two cameras, then swapped through the desired file to show a model change.
+ */
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launchChromium } from '../test/helpers/browser.js';
+import { demoModel } from '../test/helpers/console.js';
+import { startDaemon } from '../test/helpers/daemon.js';
+import { postFrame } from '../test/helpers/http.js';
+import { desiredModel, versionedModel, waitFor } from '../test/helpers/lifecycle.js';
+import { startModelServer } from '../test/helpers/model-server.js';
+
+const DOCS = fileURLToPath(new URL('../docs/', import.meta.url));
+const demo = await demoModel();
+const server = await startModelServer();
+const desiredFile = path.join(tmpdir(), `edge-scorer-screens-${process.pid}.json`);
+const daemon = await startDaemon({
+  model: demo.model,
+  manifest: demo.manifest,
+  env: {
+    DESIRED_PROPERTIES_FILE: desiredFile,
+    DESIRED_PROPERTIES_POLL_MS: '200',
+    MODEL_URL_ALLOWLIST: `${server.origin}/`,
+    REPORTED_MIN_INTERVAL_MS: '0',
+  },
+});
+const browser = await launchChromium();
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 760 } });
+  await page.goto(`${daemon.url}/#live`);
+  await page.getByText('live', { exact: true }).waitFor();
+  const feed = async (seconds: number): Promise<void> => {
+    const end = Date.now() + seconds * 1000;
+    for (let i = 0; Date.now() < end; i++) {
+      await postFrame(`${daemon.url}/v1/score`, i % 3 === 0 ? demo.ok : demo.bridge, 'image/jpeg', {
+        'x-camera-id': i % 2 === 0 ? 'aoi-top' : 'aoi-bottom',
+      });
+    }
+  };
+  await feed(4);
+  await page.waitForTimeout(600);
+  await page.screenshot({ path: path.join(DOCS, 'console-live.png') });
+  await feed(20);
+  await page.goto(`${daemon.url}/#health`);
+  await page.locator('.cards canvas').first().waitFor();
+  await page.waitForTimeout(2500);
+  await page.screenshot({ path: path.join(DOCS, 'console-health.png') });
+  await writeFile(desiredFile, JSON.stringify({ model: desiredModel(server, versionedModel('7')) }));
+  await waitFor(async () => {
+    const r = await fetch(`${daemon.url}/v1/console/model`);
+    return ((await r.json()) as { model?: { version?: string } }).model?.version === '7' ? true : undefined;
+  }, 'the swap');
+  await page.goto(`${daemon.url}/#model`);
+  await page.locator('#model-history').waitFor();
+  await page.screenshot({ path: path.join(DOCS, 'console-model.png'), fullPage: true });
+  await page.goto(`${daemon.url}/#review`);
+  await page.locator('#review-unavailable').waitFor();
+  await page.screenshot({ path: path.join(DOCS, 'console-review.png') });
+} finally {
+  await browser.close();
+  await daemon.stop();
+  await server.close();
+  await rm(desiredFile, { force: true });
+}

@@ -1,0 +1,164 @@
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import sharp, { type OutputInfo } from 'sharp';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { demoModel } from '../helpers/console.js';
+import { launchChromium } from '../helpers/browser.js';
+import { startDaemon, type Daemon } from '../helpers/daemon.js';
+import { postFrame } from '../helpers/http.js';
+import { desiredModel, versionedModel } from '../helpers/lifecycle.js';
+import { startModelServer, type ModelServer } from '../helpers/model-server.js';
+
+/**
+ * The operator console in a real browser (Debian's chromium) against a real daemon: what an
+ * operator sees, checked on the screen's pixels where it matters, and that the page asks nothing
+ * of any origin but the daemon's.
+ */
+
+let browser: Browser;
+let daemon: Daemon | undefined;
+let page: Page | undefined;
+/** Every URL the page requested, and requests the browser could not even send. */
+let requested: string[] = [];
+const demo = await demoModel();
+
+beforeAll(async () => {
+  browser = await launchChromium();
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+afterEach(async () => {
+  await page?.close();
+  page = undefined;
+  await daemon?.stop();
+  daemon = undefined;
+  // Whatever the test did, the page never reached outside the daemon's origin.
+  expect(requested.length).toBeGreaterThan(0);
+  expect(requested.filter((u) => !u.startsWith(origin))).toEqual([]);
+  expect(pageErrors).toEqual([]);
+});
+
+let origin = '';
+/** Script errors and CSP violations the page reported. */
+let pageErrors: string[] = [];
+
+async function open(d: Daemon, hash: string): Promise<Page> {
+  origin = new URL(d.url).origin;
+  requested = [];
+  pageErrors = [];
+  const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  p.on('request', (r) => requested.push(r.url()));
+  const errors = pageErrors;
+  p.on('pageerror', (e) => errors.push(e.message));
+  p.on('console', (m) => {
+    // A CSP violation is reported on the console: the page must not cause any.
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) errors.push(m.text());
+  });
+  await p.goto(`${d.url}/${hash}`);
+  return p;
+}
+
+/** RGB of the screenshot's pixel (x, y). */
+function pixel(png: { data: Buffer; info: OutputInfo }, x: number, y: number): [number, number, number] {
+  const i = (Math.round(y) * png.info.width + Math.round(x)) * png.info.channels;
+  return [png.data[i]!, png.data[i + 1]!, png.data[i + 2]!];
+}
+
+const isRed = ([r, g, b]: [number, number, number]): boolean => r > 180 && g < 90 && b < 90;
+
+describe('operator console in a browser', () => {
+  it('live view: a posted demo frame appears with its box drawn, and the defect tile is highlighted', async () => {
+    daemon = await startDaemon({ model: demo.model, manifest: demo.manifest });
+    page = await open(daemon, '#live');
+    await page.getByText('live', { exact: true }).waitFor();
+    const answer = await postFrame(`${daemon.url}/v1/score`, demo.bridge, 'image/jpeg', {
+      'x-camera-id': 'line-1',
+      'x-frame-id': 'bridge-1',
+    });
+    const scored = answer.json as {
+      detections: { box: { x: number; y: number; width: number; height: number } }[];
+    };
+    expect(scored.detections.length).toBeGreaterThan(0);
+    const tile = page.locator('figure.tile[data-camera="line-1"][data-frame-id="bridge-1"]');
+    await tile.waitFor();
+    expect(await tile.getAttribute('class')).toContain('defect');
+    const canvas = tile.locator('canvas');
+    const shot = await sharp(await canvas.screenshot())
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const { width: frameWidth } = await sharp(demo.bridge).metadata();
+    const k = shot.info.width / frameWidth;
+    const { box } = scored.detections[0]!;
+    // Along the box's left and bottom edges the screen is the box's red; in the frame itself it is not.
+    const edge: [number, number][] = [];
+    for (let f = 0.2; f <= 0.8; f += 0.1) {
+      edge.push([box.x * k, (box.y + f * box.height) * k]);
+      edge.push([(box.x + f * box.width) * k, (box.y + box.height) * k]);
+    }
+    expect(edge.filter(([x, y]) => isRed(pixel(shot, x, y)))).toHaveLength(edge.length);
+    const plain = await sharp(demo.bridge)
+      .resize(shot.info.width, shot.info.height)
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    expect(edge.filter(([x, y]) => isRed(pixel(plain, x, y)))).toHaveLength(0);
+    await expect(tile.locator('figcaption').textContent()).resolves.toContain(
+      `line-1 · DEFECT · ${scored.detections.length} detections · aoi-solder-bridge-demo 1`,
+    );
+  });
+
+  it('model view: a swap made through the desired file shows as the active model and in the history', async () => {
+    const server: ModelServer = await startModelServer();
+    const desiredFile = path.join(tmpdir(), `edge-scorer-console-desired-${process.pid}-${Date.now()}.json`);
+    try {
+      daemon = await startDaemon({
+        model: demo.model,
+        manifest: demo.manifest,
+        env: {
+          DESIRED_PROPERTIES_FILE: desiredFile,
+          DESIRED_PROPERTIES_POLL_MS: '200',
+          MODEL_URL_ALLOWLIST: `${server.origin}/`,
+          REPORTED_MIN_INTERVAL_MS: '0',
+        },
+      });
+      page = await open(daemon, '#model');
+      const active = page.locator('#active-model');
+      await expect.poll(() => active.textContent()).toContain('aoi-solder-bridge-demo');
+      const v7 = versionedModel('7');
+      await writeFile(desiredFile, JSON.stringify({ model: desiredModel(server, v7) }));
+      await expect.poll(() => active.textContent(), { timeout: 20_000 }).toContain('line-classifier');
+      const text = (await active.textContent()) ?? '';
+      expect(text).toContain(v7.sha256);
+      expect(text).toMatch(/version\s*7/);
+      const history = page.locator('#model-history');
+      await expect.poll(() => history.textContent()).toMatch(/activated\s*line-classifier 7\s*1\s*ok/);
+      await expect.poll(() => page!.locator('.twin').textContent()).toMatch(/Desired \(version 1,/);
+    } finally {
+      await server.close();
+      await rm(desiredFile, { force: true });
+    }
+  });
+
+  it('token prompt: with API_TOKEN set the page asks for it, refuses a wrong one and works with the right one', async () => {
+    daemon = await startDaemon({
+      model: demo.model,
+      manifest: demo.manifest,
+      env: { API_TOKEN: 'line-secret-1' },
+    });
+    page = await open(daemon, '#model');
+    const form = page.locator('#token-form');
+    await form.locator('input').fill('wrong-token');
+    await form.locator('button').click();
+    await expect.poll(() => form.textContent()).toContain('That token was refused');
+    await form.locator('input').fill('line-secret-1');
+    await form.locator('button').click();
+    await expect.poll(() => page!.locator('#active-model').textContent()).toContain('aoi-solder-bridge-demo');
+    expect(await form.isHidden()).toBe(true);
+  });
+});
