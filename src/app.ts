@@ -12,6 +12,7 @@ import { ModelManager, type LifecycleEvent } from './models/manager.js';
 import { ModelStore } from './models/store.js';
 import { ScoringEngine } from './scoring/engine.js';
 import { configureTensorRt } from './scoring/providers.js';
+import { ShadowTrial } from './shadow/trial.js';
 import { TelemetryBuffer } from './telemetry/buffer.js';
 import { Metrics } from './telemetry/metrics.js';
 import { TelemetryPublisher } from './telemetry/publisher.js';
@@ -35,6 +36,10 @@ export interface App {
   readonly connection: IotHubConnection | undefined;
   /** Upstream telemetry; undefined in standalone mode, where there is nowhere to send it. */
   readonly publisher: TelemetryPublisher | undefined;
+  /** The shadow trial of the desired `candidate` (README, "Shadow trial"). */
+  readonly shadow: ShadowTrial;
+  /** The direct methods, as IoT Hub invokes them. */
+  readonly methods: ReturnType<typeof directMethods>;
   /** The bound address once started (port resolved when PORT=0). */
   readonly address: { host: string; port: number } | undefined;
   /** Starts every component in order; the HTTP port opens last. Aborted by stop(). */
@@ -77,6 +82,15 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     retryMs: config.reportedRetryMs,
     logger,
   });
+  const shadow = new ShadowTrial({
+    engine,
+    store,
+    fetcher,
+    metrics,
+    logger,
+    onReport: (report) => reported.set('candidate', report),
+    reportIntervalMs: config.reportedMinIntervalMs,
+  });
   const publisher =
     config.twinMode === 'standalone'
       ? undefined
@@ -93,7 +107,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           settings: DEFAULT_TELEMETRY,
           sendTimeoutMs: config.telemetrySendTimeoutMs,
           maxMessagesPerSec: config.telemetryMaxMessagesPerSec,
-          statsSource: () => ({ queueRejections: engine.rejectedFrames }),
+          statsSource: () => ({
+            queueRejections: engine.rejectedFrames,
+            sections: shadow.report ? { candidate: shadow.report } : {},
+          }),
         });
   const consoleUi = config.enableConsole
     ? createConsole({ config, engine, metrics, logger, reported: () => reported.document })
@@ -120,9 +137,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     reported,
     logger,
     onTelemetry: (settings) => publisher?.setSettings(settings),
+    onCandidate: (candidate, settings) => void shadow.apply(candidate, settings),
     retryInitialMs: config.modelRetryMs,
   });
-  const methods = directMethods({ engine, manager, reconciler, reported });
+  const methods = directMethods({ engine, manager, reconciler, reported, shadow });
 
   let connection: IotHubConnection | undefined;
   if (config.twinMode !== 'standalone') {
@@ -174,6 +192,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   let server: FastifyInstance | undefined;
   let address: { host: string; port: number } | undefined;
   let unsubscribeTelemetry: (() => void) | undefined;
+  let unsubscribeShadow: (() => void) | undefined;
 
   const components: Component[] = [
     component('ca', async () => {
@@ -218,6 +237,18 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       'engine',
       () => undefined,
       () => engine.stop(),
+    ),
+    component(
+      'shadow',
+      () => {
+        shadow.start();
+        // Only the frame's reference is queued; the trial sheds its own work (src/shadow/trial.ts).
+        unsubscribeShadow = engine.frames.subscribe('shadow', (f) => shadow.onFrame(f), { maxPending: 64 });
+      },
+      async () => {
+        unsubscribeShadow?.();
+        await shadow.stop();
+      },
     ),
     component(
       'models',
@@ -283,6 +314,8 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     store,
     connection,
     publisher,
+    shadow,
+    methods,
     get address() {
       return address;
     },

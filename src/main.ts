@@ -4,6 +4,7 @@ import { createApp } from './app.js';
 import { isEdgeError } from './errors.js';
 import { createLogger, terminalDestination } from './logger.js';
 import { modelPatchCli } from './cli/model-patch.js';
+import { rolloutCli } from './cli/rollout.js';
 
 /** Process concerns only: configuration errors, signals, exit codes, fatal handlers. */
 async function main(): Promise<void> {
@@ -72,6 +73,8 @@ async function main(): Promise<void> {
 
 if (process.argv[2] === 'model-patch') {
   process.exitCode = await modelPatchCli(process.argv.slice(3));
+} else if (process.argv[2] === 'rollout') {
+  process.exitCode = await rolloutCli(process.argv.slice(3));
 } else {
   await main();
 }

@@ -4,6 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { isEdgeError } from '../errors.js';
 import { checkModel, readModelFile } from '../scoring/model-loader.js';
 import type { PartialManifest } from '../scoring/manifest.js';
+import type { DesiredModel } from '../models/published-model.js';
 import { parseDesired } from '../twin/desired.js';
 import { checkModelUrl } from '../models/fetcher.js';
 
@@ -14,6 +15,42 @@ Prints the desired-properties patch that makes every daemon of a deployment serv
 file, the ONNX metadata and the graph itself, checked as the daemon will check it. Paste it into the
 module's properties.desired in a deployment, or:
   az iot hub module-twin update -n HUB -d DEVICE -m edge-scorer --desired "$(edge-scorer model-patch …)"`;
+
+/**
+ * The desired `model` block for a model file: the manifest (model.json beside the file, ONNX
+ * metadata, the graph), checked as the daemon will check it, plus url, sha256 and size. Throws
+ * EdgeError (a refused URL, a model the daemon would refuse).
+ */
+export async function modelBlock(
+  file: string,
+  opts: { url: string; version?: string; name?: string; allowPrefix?: string[] },
+): Promise<DesiredModel> {
+  checkModelUrl(opts.url, opts.allowPrefix ?? []);
+  const modelPath = path.resolve(file);
+  const model = await readModelFile(modelPath);
+  const session = await ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'] });
+  const describe = (meta: readonly ort.InferenceSession.ValueMetadata[]) =>
+    meta.map((m) => ({
+      name: m.name,
+      type: m.isTensor ? String(m.type) : 'non-tensor',
+      dims: m.isTensor ? [...m.shape] : [],
+    }));
+  const override: PartialManifest = {
+    ...(opts.version ? { version: opts.version } : {}),
+    ...(opts.name ? { name: opts.name } : {}),
+  };
+  try {
+    const { manifest } = checkModel(
+      model,
+      override,
+      describe(session.inputMetadata),
+      describe(session.outputMetadata),
+    );
+    return { ...manifest, url: opts.url, sha256: model.sha256, sizeBytes: model.sizeBytes };
+  } finally {
+    await session.release();
+  }
+}
 
 /** `edge-scorer model-patch`: returns the process exit code. */
 export async function modelPatchCli(
@@ -48,30 +85,13 @@ export async function modelPatchCli(
     return 2;
   }
   try {
-    checkModelUrl(values.url, values['allow-prefix'] ?? []);
-    const modelPath = path.resolve(file);
-    const model = await readModelFile(modelPath);
-    const session = await ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'] });
-    const describe = (meta: readonly ort.InferenceSession.ValueMetadata[]) =>
-      meta.map((m) => ({
-        name: m.name,
-        type: m.isTensor ? String(m.type) : 'non-tensor',
-        dims: m.isTensor ? [...m.shape] : [],
-      }));
-    const override: PartialManifest = {
+    const model = await modelBlock(file, {
+      url: values.url,
       ...(values.version ? { version: values.version } : {}),
       ...(values.name ? { name: values.name } : {}),
-    };
-    const { manifest } = checkModel(
-      model,
-      override,
-      describe(session.inputMetadata),
-      describe(session.outputMetadata),
-    );
-    await session.release();
-    const patch = {
-      model: { ...manifest, url: values.url, sha256: model.sha256, sizeBytes: model.sizeBytes },
-    };
+      allowPrefix: values['allow-prefix'] ?? [],
+    });
+    const patch = { model };
     parseDesired(patch);
     out(`${JSON.stringify(patch, null, 2)}\n`);
     return 0;

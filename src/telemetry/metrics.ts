@@ -237,6 +237,32 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Shadow trial (README, "Shadow trial"): frames offered to the candidate, by what became of them. */
+  readonly shadowFrames = new Counter({
+    name: `${PREFIX}shadow_frames_total`,
+    help: 'Frames offered to the shadow candidate, by outcome (compared, skipped by the sample rate, shed because the line is busy or the candidate queue is full, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly shadowFlips = new Counter({
+    name: `${PREFIX}shadow_flips_total`,
+    help: 'Compared frames whose defect verdict the candidate flips, by direction (ok_to_defect, defect_to_ok).',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+  readonly shadowAgreement = new Gauge({
+    name: `${PREFIX}shadow_agreement_ratio`,
+    help: 'Share of compared frames where candidate and active model gave the same frame label, since the trial began.',
+    registers: [this.registry],
+  });
+  readonly shadowLatency = new Histogram({
+    name: `${PREFIX}shadow_latency_seconds`,
+    help: 'Queue, pre-processing, inference and post-processing time of a compared frame, by role (active, candidate).',
+    labelNames: ['role'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
   readonly iothubConnected = new Gauge({
     name: `${PREFIX}iothub_connected`,
     help: '1 while the IoT Hub (edgeHub) connection is up; 0 otherwise (and in standalone mode).',

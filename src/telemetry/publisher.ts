@@ -46,7 +46,8 @@ export interface PublisherOptions {
   /** Upper bound on messages per second, so draining a backlog does not trip IoT Hub throttling. */
   maxMessagesPerSec: number;
   /** Extra counters for `stats` owned by other components. */
-  statsSource: () => { queueRejections: number };
+  /** Figures other components add to `stats`; `sections` are merged in by name (e.g. `candidate`). */
+  statsSource: () => { queueRejections: number; sections?: Record<string, unknown> };
 }
 
 /**
@@ -172,7 +173,8 @@ export class TelemetryPublisher {
       sorted.length
         ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 1000) / 1000
         : null;
-    const rejections = this.opts.statsSource().queueRejections;
+    const source = this.opts.statsSource();
+    const rejections = source.queueRejections;
     const dropped = OUTPUTS.reduce((sum, o) => sum + this.opts.buffer.account(o).dropped, 0);
     const results = this.opts.buffer.account('results');
     this.produce(
@@ -190,6 +192,7 @@ export class TelemetryPublisher {
         queueRejections: rejections - this.lastRejections,
         telemetryDrops: dropped - this.lastDropped,
         telemetry: { results },
+        ...source.sections,
       },
     );
     this.lastRejections = rejections;

@@ -14,6 +14,14 @@ export interface DesiredState {
   model: DesiredModel | undefined;
   scoring: Partial<ScoringSettings>;
   telemetry: Partial<TelemetrySettings>;
+  /** A shadow trial's candidate model (README, "Shadow trial"); undefined: no trial. */
+  candidate: DesiredCandidate | undefined;
+}
+
+/** The desired `candidate`: a model block plus the share of frames it scores. */
+export interface DesiredCandidate extends DesiredModel {
+  /** Share of the line's frames the candidate scores too, 0 < r ≤ 1. */
+  sampleRate: number;
 }
 
 const modelSchema = {
@@ -25,6 +33,15 @@ const modelSchema = {
     url: { type: 'string', minLength: 1, maxLength: 4096 },
     sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$' },
     sizeBytes: { type: 'integer', minimum: 1 },
+  },
+} as const;
+
+/** The `model` shape plus the share of frames scored; defaults to a quarter of the line. */
+const candidateSchema = {
+  ...modelSchema,
+  properties: {
+    ...modelSchema.properties,
+    sampleRate: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
   },
 } as const;
 
@@ -58,6 +75,7 @@ const desiredSchema = {
     model: { oneOf: [modelSchema, { type: 'null' }] },
     scoring: { oneOf: [scoringSchema, { type: 'null' }] },
     telemetry: { oneOf: [telemetrySchema, { type: 'null' }] },
+    candidate: { oneOf: [candidateSchema, { type: 'null' }] },
   },
 } as const;
 
@@ -67,7 +85,11 @@ interface DesiredDocument {
   model?: DesiredModel | null;
   scoring?: Partial<ScoringSettings> | null;
   telemetry?: Partial<TelemetrySettings> | null;
+  candidate?: (DesiredModel & { sampleRate?: number }) | null;
 }
+
+/** The share of frames a candidate scores when its block does not say. */
+export const DEFAULT_SAMPLE_RATE = 0.25;
 
 const ajv = new Ajv({ allErrors: true, strict: false });
 const validate = ajv.compile<DesiredDocument>(desiredSchema);
@@ -118,11 +140,19 @@ export function parseDesired(doc: unknown): DesiredState {
     );
   }
   const model = doc.model ?? undefined;
+  const candidate = doc.candidate ?? undefined;
   return {
     version: typeof doc.$version === 'number' ? doc.$version : 0,
     model: model ? { ...model, sha256: model.sha256.toLowerCase() } : undefined,
     scoring: doc.scoring ?? {},
     telemetry: doc.telemetry ?? {},
+    candidate: candidate
+      ? {
+          ...candidate,
+          sha256: candidate.sha256.toLowerCase(),
+          sampleRate: candidate.sampleRate ?? DEFAULT_SAMPLE_RATE,
+        }
+      : undefined,
   };
 }
 

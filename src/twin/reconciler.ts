@@ -5,6 +5,8 @@ import {
   effectiveScoring,
   effectiveTelemetry,
   parseDesired,
+  type DesiredCandidate,
+  type DesiredModel,
   type DesiredState,
   type TelemetrySettings,
 } from './desired.js';
@@ -29,6 +31,8 @@ export interface ReconcilerDeps {
   logger: Logger;
   /** Applies telemetry settings to the upstream publisher. */
   onTelemetry: (settings: TelemetrySettings) => void;
+  /** Starts, changes or ends the shadow trial (README, "Shadow trial"). */
+  onCandidate?: (candidate: DesiredCandidate | undefined, settings: ScoringSettings) => void;
   /** Delay before the first retry of a retriable failure (MODEL_RETRY_MS; doubles up to 5 min). */
   retryInitialMs?: number;
 }
@@ -48,6 +52,12 @@ export class DesiredStateReconciler {
   private retryDelayMs: number;
   private closed = false;
   private started = false;
+  /**
+   * A candidate promoted by the `promote` direct method. It keeps serving while the twin's `model`
+   * stays the one it replaced (`over`); any other twin model ends the override (README, "Shadow
+   * trial": promotion is then made permanent by a twin change).
+   */
+  private promoted: { over: string | undefined; model: DesiredModel } | undefined;
   /** The newest document that arrived before start(); handled at start. */
   private early: { doc: Record<string, unknown>; version: number } | undefined;
 
@@ -135,8 +145,33 @@ export class DesiredStateReconciler {
     reported.set('scoring', this.scoring);
     reported.set('telemetry', telemetry);
     onTelemetry(telemetry);
-    this.pending = manager.apply(state.model, this.scoring, { force }).then(() => this.scheduleRetry(state));
+    this.deps.onCandidate?.(state.candidate, this.scoring);
+    this.pending = manager
+      .apply(this.modelFor(state), this.scoring, { force })
+      .then(() => this.scheduleRetry(state));
     return this.pending;
+  }
+
+  /** The model to serve for `state`: the twin's, unless a promoted candidate overrides it. */
+  private modelFor(state: DesiredState): DesiredModel | undefined {
+    if (this.promoted && state.model?.sha256 === this.promoted.over) return this.promoted.model;
+    this.promoted = undefined;
+    return state.model;
+  }
+
+  /**
+   * Direct method `promote`: makes `model` (the shadow candidate) the active model through the
+   * normal swap. Resolves true when it serves; on failure the previous model keeps serving.
+   */
+  async promote(model: DesiredModel): Promise<boolean> {
+    const promoted = { over: this.applied?.model?.sha256, model };
+    this.promoted = promoted;
+    this.pending = this.deps.manager.apply(model, this.scoring);
+    await this.pending;
+    const status = this.deps.manager.status;
+    const ok = status.status === 'active' && status.sha256 === model.sha256.toLowerCase();
+    if (!ok && this.promoted === promoted) this.promoted = undefined;
+    return ok;
   }
 
   /** Whether the last model change failed for a reason a retry may fix (disk full, network). */
@@ -182,7 +217,7 @@ export class DesiredStateReconciler {
 
   /** Direct method `reloadModel`: rebuilds the engine for the current desired state. */
   reloadModel(): Promise<void> {
-    const model = this.applied?.model;
+    const model = this.applied ? this.modelFor(this.applied) : this.promoted?.model;
     this.pending = this.deps.manager.apply(model, this.scoring, { force: true });
     return this.pending;
   }
