@@ -1,6 +1,7 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import { formatsOf, outputFormats, type OutputFormat } from './decoders/index.js';
+import { ultralyticsDetection } from './exporter-families.js';
 
 /**
  * The model manifest (README, "Models"): everything needed to pre- and post-process travels with
@@ -157,7 +158,11 @@ export function manifestFromMetadata(props: Record<string, string>): PartialMani
   if (props.version) out.version = props.version;
   if (props.author?.toLowerCase().includes('ultralytics') || props.stride) {
     out.input = { resize: 'letterbox', color: 'rgb', layout: 'nchw', scale: 1 / 255, ...out.input };
-    if (out.task === 'detection') out.output = { format: 'yolov8' };
+    if (out.task === 'detection') {
+      const family = ultralyticsDetection(props);
+      out.input = { ...out.input, ...family.input };
+      out.output = family.output;
+    }
   }
   return out;
 }

@@ -1,0 +1,25 @@
+import type { PartialManifest } from './manifest.js';
+
+/**
+ * Which detection family an Ultralytics export is, from its ONNX `metadata_props`
+ * (docs/model-families.md says where each key comes from):
+ * - `end2end: True` (YOLO26, YOLOv10) or `nms: True` inside `args` (YOLOv8/11 exported with
+ *   `nms=True`): the head gives final boxes, `yolo-end2end`;
+ * - a description naming RT-DETR (`Ultralytics rtdetr-l model …`): `rtdetr`, stretched input;
+ * - otherwise the raw YOLOv8 head, `yolov8`.
+ * Ultralytics writes Python literals (`True`, `{'nms': True}`).
+ */
+export function ultralyticsDetection(
+  props: Record<string, string>,
+): Pick<PartialManifest, 'input' | 'output'> {
+  if (/rt-?detr/i.test(props.description ?? '')) {
+    return { input: { resize: 'stretch' }, output: { format: 'rtdetr' } };
+  }
+  const end2end = pythonTrue(props.end2end);
+  const nms = /['"]nms['"]\s*:\s*True\b/.test(props.args ?? '');
+  return { output: { format: end2end || nms ? 'yolo-end2end' : 'yolov8' } };
+}
+
+function pythonTrue(v: string | undefined): boolean {
+  return v !== undefined && /^\s*(True|true|1)\s*$/.test(v);
+}

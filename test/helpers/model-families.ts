@@ -1,0 +1,85 @@
+import { GraphBuilder, type Dim, type ElemType } from './onnx-graph.js';
+
+/**
+ * Test models of the exporter families (docs/model-families.md): each emits constant tensors with
+ * the exporter's exact output names, shapes, coordinate conventions and metadata keys, so a
+ * test can work out the answer by hand. Every output is tied to the input (0 × mean(input) is
+ * added, which also broadcasts it to the batch size) so nothing is constant-folded away.
+ */
+
+export interface ConstantOutput {
+  name: string;
+  /** Dims of one batch item, without the batch dimension. */
+  dims: number[];
+  values: ArrayLike<number>;
+  /** 'bool' outputs are the constant compared with 0.5 inside the graph. Default float32. */
+  elem?: 'float32' | 'bool';
+}
+
+export interface ConstantModelOptions {
+  inputName?: string;
+  /** [channels, height, width] of the image input. */
+  input: [number, number, number];
+  /** 'N' (dynamic, the default) or a fixed batch size. */
+  batch?: Dim;
+  outputs: ConstantOutput[];
+  metadata?: Record<string, string>;
+  /** More graph inputs (lyuwenyu RT-DETR's orig_target_sizes), unused by the outputs. */
+  extraInputs?: { name: string; elem: ElemType; dims: Dim[] }[];
+}
+
+/** A model whose outputs are the given constants, once per batch item. */
+export function buildConstantModel(o: ConstantModelOptions): Uint8Array {
+  const g = new GraphBuilder();
+  const n = o.batch ?? 'N';
+  const [c, h, w] = o.input;
+  const x = g.input(o.inputName ?? 'input', 'float32', [n, c, h, w]);
+  for (const extra of o.extraInputs ?? []) g.input(extra.name, extra.elem, extra.dims);
+  const mean = g.node('ReduceMean', [x], { axes: [1, 2, 3], keepdims: 0 });
+  const zero = g.node('Mul', [mean, g.scalar('zero', 0)]);
+  for (const out of o.outputs) {
+    const rank = out.dims.length;
+    const z = g.node('Reshape', [zero, g.ints('shape', [-1, ...new Array<number>(rank).fill(1)])]);
+    const value = g.init(`${out.name}_value`, [1, ...out.dims], out.values);
+    if (out.elem === 'bool') {
+      g.node('Greater', [g.node('Add', [value, z]), g.scalar('half', 0.5)], {}, out.name);
+      g.output(out.name, 'bool', [n, ...out.dims]);
+    } else {
+      g.node('Add', [value, z], {}, out.name);
+      g.output(out.name, 'float32', [n, ...out.dims]);
+    }
+  }
+  return g.build({ metadata: o.metadata });
+}
+
+/** Ultralytics metadata as its exporter writes it (Python literals). */
+export function ultralyticsMetadata(o: {
+  task: string;
+  names: string[];
+  imgsz: [number, number];
+  description?: string;
+  end2end?: boolean;
+  args?: string;
+}): Record<string, string> {
+  const names = `{${o.names.map((n, i) => `${i}: '${n}'`).join(', ')}}`;
+  return {
+    description: o.description ?? 'Ultralytics YOLO26n model trained on pcb.yaml',
+    author: 'Ultralytics',
+    version: '8.3.200',
+    stride: '32',
+    task: o.task,
+    batch: '1',
+    imgsz: `[${o.imgsz[0]}, ${o.imgsz[1]}]`,
+    names,
+    args: o.args ?? "{'batch': 1, 'half': False, 'dynamic': False}",
+    channels: '3',
+    ...(o.end2end === undefined ? {} : { end2end: o.end2end ? 'True' : 'False' }),
+  };
+}
+
+/** Rows of an end-to-end head ([boxes, 6]: x1, y1, x2, y2, score, class), zero rows up to `rows`. */
+export function end2endRows(boxes: number[][], rows: number): number[] {
+  const out = new Array<number>(rows * 6).fill(0);
+  boxes.forEach((b, i) => b.forEach((v, k) => (out[i * 6 + k] = v)));
+  return out;
+}
