@@ -10,6 +10,7 @@ import {
   type ModelManifest,
   type PartialManifest,
 } from './manifest.js';
+import { readHfConfig } from './hf-config.js';
 import { readOnnxMetadata } from './onnx-metadata.js';
 import { checkOutputs } from './postprocess.js';
 import type { ValueInfo } from './worker-protocol.js';
@@ -22,6 +23,8 @@ export interface ModelFile {
   metadata: PartialManifest;
   /** The model.json beside the file, when there is one. */
   sidecar: PartialManifest | undefined;
+  /** What a Hugging Face / timm config.json (and preprocessor_config.json) beside it says. */
+  hfConfig?: PartialManifest | undefined;
 }
 
 /** Reads a model file, hashes it and collects the manifest fragments stored with it. */
@@ -64,7 +67,8 @@ export async function readModelFile(modelPath: string): Promise<ModelFile> {
     }
     sidecar = parsePartialManifest(json, 'model.json');
   }
-  return { modelPath, sha256, sizeBytes: bytes.length, metadata, sidecar };
+  const hfConfig = await readHfConfig(path.dirname(modelPath));
+  return { modelPath, sha256, sizeBytes: bytes.length, metadata, sidecar, hfConfig };
 }
 
 const mismatch = (message: string, context: Record<string, unknown> = {}): EdgeError =>
@@ -98,7 +102,8 @@ export interface CheckedModel {
 }
 
 /**
- * Resolves the manifest from every source (override > model.json > ONNX metadata > graph) and
+ * Resolves the manifest from every source (override > model.json > Hugging Face config > ONNX
+ * metadata > graph) and
  * checks the graph's declared inputs and outputs against it.
  */
 export function checkModel(
@@ -111,8 +116,14 @@ export function checkModel(
     throw mismatch(`the model has ${inputs.length} inputs; an image model has exactly one`);
   if (outputs.length === 0) throw mismatch('the model has no outputs');
   const input = inputs[0]!;
-  const hint: PartialManifest = { ...file.metadata, ...file.sidecar, ...override };
-  const sources = [override ?? {}, file.sidecar ?? {}, file.metadata, manifestFromGraph(input, hint)];
+  const hint: PartialManifest = { ...file.metadata, ...file.hfConfig, ...file.sidecar, ...override };
+  const sources = [
+    override ?? {},
+    file.sidecar ?? {},
+    file.hfConfig ?? {},
+    file.metadata,
+    manifestFromGraph(input, hint),
+  ];
   const fallbackName = path.basename(file.modelPath, '.onnx').replace(/[^A-Za-z0-9._-]+/g, '-') || 'model';
   const manifest = resolveManifest(sources, fallbackName);
   const { width, height, layout, dtype } = manifest.input;

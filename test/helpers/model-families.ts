@@ -83,3 +83,35 @@ export function end2endRows(boxes: number[][], rows: number): number[] {
   boxes.forEach((b, i) => b.forEach((v, k) => (out[i * 6 + k] = v)));
   return out;
 }
+
+/**
+ * A Hugging Face-style classifier as `optimum` exports it: input `pixel_values`
+ * [batch_size, num_channels, height, width] (all symbolic), output `logits` [batch_size, 3] =
+ * the per-channel means of the input, so the logits show exactly what pre-processing fed it.
+ */
+export function buildHfClassifier(): Uint8Array {
+  const g = new GraphBuilder();
+  const x = g.input('pixel_values', 'float32', ['batch_size', 'num_channels', 'height', 'width']);
+  g.node('ReduceMean', [x], { axes: [2, 3], keepdims: 0 }, 'logits');
+  g.output('logits', 'float32', ['batch_size', 3]);
+  return g.build();
+}
+
+/** A ViT `config.json` (labels out of key order, as JSON may list them) and its processor config. */
+export const VIT_CONFIG = {
+  architectures: ['ViTForImageClassification'],
+  model_type: 'vit',
+  id2label: { '2': 'missing', '0': 'ok', '1': 'solder_bridge' },
+  label2id: { ok: 0, solder_bridge: 1, missing: 2 },
+};
+export const VIT_PREPROCESSOR = {
+  image_processor_type: 'ViTImageProcessor',
+  do_resize: true,
+  size: { height: 16, width: 16 },
+  resample: 2,
+  do_rescale: true,
+  rescale_factor: 0.00392156862745098,
+  do_normalize: true,
+  image_mean: [0.5, 0.5, 0.5],
+  image_std: [0.5, 0.5, 0.5],
+};
