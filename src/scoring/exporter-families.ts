@@ -23,3 +23,13 @@ export function ultralyticsDetection(
 function pythonTrue(v: string | undefined): boolean {
   return v !== undefined && /^\s*(True|true|1)\s*$/.test(v);
 }
+
+/**
+ * What the output names alone say: anomalib 2.x writes no `metadata_props` but names its outputs
+ * `pred_score`, `pred_label`, `anomaly_map`, `pred_mask`.
+ */
+export function familyFromOutputs(outputs: readonly { name: string }[]): PartialManifest {
+  const names = new Set(outputs.map((o) => o.name));
+  if (names.has('anomaly_map') && names.has('pred_score')) return { task: 'anomaly' };
+  return {};
+}

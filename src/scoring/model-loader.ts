@@ -10,6 +10,8 @@ import {
   type ModelManifest,
   type PartialManifest,
 } from './manifest.js';
+import { readAnomalibMetadata } from './anomalib-metadata.js';
+import { familyFromOutputs } from './exporter-families.js';
 import { readHfConfig } from './hf-config.js';
 import { readOnnxMetadata } from './onnx-metadata.js';
 import { checkOutputs } from './postprocess.js';
@@ -23,8 +25,12 @@ export interface ModelFile {
   metadata: PartialManifest;
   /** The model.json beside the file, when there is one. */
   sidecar: PartialManifest | undefined;
-  /** What a Hugging Face / timm config.json (and preprocessor_config.json) beside it says. */
+  /**
+   * What exporters' files beside it say: a Hugging Face / timm config.json (and
+   * preprocessor_config.json), anomalib 1.x's metadata.json (docs/model-families.md).
+   */
   hfConfig?: PartialManifest | undefined;
+  anomalibMetadata?: PartialManifest | undefined;
 }
 
 /** Reads a model file, hashes it and collects the manifest fragments stored with it. */
@@ -68,7 +74,8 @@ export async function readModelFile(modelPath: string): Promise<ModelFile> {
     sidecar = parsePartialManifest(json, 'model.json');
   }
   const hfConfig = await readHfConfig(path.dirname(modelPath));
-  return { modelPath, sha256, sizeBytes: bytes.length, metadata, sidecar, hfConfig };
+  const anomalibMetadata = await readAnomalibMetadata(path.dirname(modelPath));
+  return { modelPath, sha256, sizeBytes: bytes.length, metadata, sidecar, hfConfig, anomalibMetadata };
 }
 
 const mismatch = (message: string, context: Record<string, unknown> = {}): EdgeError =>
@@ -121,7 +128,9 @@ export function checkModel(
     override ?? {},
     file.sidecar ?? {},
     file.hfConfig ?? {},
+    file.anomalibMetadata ?? {},
     file.metadata,
+    familyFromOutputs(outputs),
     manifestFromGraph(input, hint),
   ];
   const fallbackName = path.basename(file.modelPath, '.onnx').replace(/[^A-Za-z0-9._-]+/g, '-') || 'model';

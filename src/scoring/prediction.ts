@@ -27,12 +27,33 @@ export interface RawOutput {
   data: number[];
 }
 
+/** A connected region of anomalous map pixels, in pixels of the frame as posted. */
+export interface AnomalyRegion {
+  box: Box;
+  /** Frame pixels the region covers (its map pixels × the frame area of one map pixel). */
+  area: number;
+  /** The highest normalised map value inside the region. */
+  peak: number;
+}
+
+/** Task anomaly (docs/model-families.md, "Anomaly detection"). */
+export interface AnomalyResult {
+  /** Normalised image score, 0..1; above `threshold` the frame is a defect. */
+  score: number;
+  threshold: number;
+  regions: AnomalyRegion[];
+  /** The normalised map as 8-bit grey over the model input (for `?include=map`), at most 128 a side. */
+  map?: { width: number; height: number; data: Uint8Array };
+}
+
 export interface FramePrediction {
   defect: boolean;
   /** Task classification: top-K by score, descending. */
   classification?: Classification[];
   /** Task detection: after class-wise NMS, by score descending. */
   detections?: Detection[];
+  /** Task anomaly: the image score, the regions and (internally) the map. */
+  anomaly?: AnomalyResult;
   /** Task raw: every output tensor as-is, sliced to this frame (`[1, ...rest]`). */
   raw?: Record<string, RawOutput>;
 }

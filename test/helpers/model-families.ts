@@ -115,3 +115,38 @@ export const VIT_PREPROCESSOR = {
   image_mean: [0.5, 0.5, 0.5],
   image_std: [0.5, 0.5, 0.5],
 };
+
+/** An 8×8 anomaly map with background 0.1 and the given cells ([x, y, value]), row-major. */
+export function anomalyMap(cells: [number, number, number][], side = 8, background = 0.1): number[] {
+  const map = new Array<number>(side * side).fill(background);
+  for (const [x, y, v] of cells) map[y * side + x] = v;
+  return map;
+}
+
+/**
+ * An anomalib 2.x export: input `input` [N, 3, size, size] (RGB in 0..1), outputs `pred_score`
+ * [N, 1], `pred_label` [N] (bool), `anomaly_map` [N, 1, h, w] and `pred_mask` [N, 1, h, w]
+ * (bool), in that order, no metadata_props. The label and mask are score/map > 0.5, as the
+ * exported post-processor computes them. anomalib 1.x exports use the same helper with raw values
+ * and a metadata.json beside the model.
+ */
+export function buildAnomalibModel(o: {
+  score: number;
+  map: number[];
+  side?: number;
+  size?: number;
+  batch?: Dim;
+}): Uint8Array {
+  const side = o.side ?? 8;
+  const size = o.size ?? 32;
+  return buildConstantModel({
+    input: [3, size, size],
+    ...(o.batch === undefined ? {} : { batch: o.batch }),
+    outputs: [
+      { name: 'pred_score', dims: [1], values: [o.score] },
+      { name: 'pred_label', dims: [], values: [o.score], elem: 'bool' },
+      { name: 'anomaly_map', dims: [1, side, side], values: o.map },
+      { name: 'pred_mask', dims: [1, side, side], values: o.map, elem: 'bool' },
+    ],
+  });
+}
