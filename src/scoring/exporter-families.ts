@@ -26,10 +26,15 @@ function pythonTrue(v: string | undefined): boolean {
 
 /**
  * What the output names alone say: anomalib 2.x writes no `metadata_props` but names its outputs
- * `pred_score`, `pred_label`, `anomaly_map`, `pred_mask`.
+ * `pred_score`, `pred_label`, `anomaly_map`, `pred_mask`; lyuwenyu/RT-DETR names them `labels`,
+ * `boxes`, `scores`.
  */
 export function familyFromOutputs(outputs: readonly { name: string }[]): PartialManifest {
   const names = new Set(outputs.map((o) => o.name));
   if (names.has('anomaly_map') && names.has('pred_score')) return { task: 'anomaly' };
+  // lyuwenyu/RT-DETR (tools/export_onnx.py): outputs labels, boxes, scores; stretched 0..1 input.
+  if (names.has('labels') && names.has('boxes') && names.has('scores')) {
+    return { task: 'detection', input: { resize: 'stretch' }, output: { format: 'rtdetr-lyuwenyu' } };
+  }
   return {};
 }

@@ -12,6 +12,7 @@ import {
 } from './manifest.js';
 import { readAnomalibMetadata } from './anomalib-metadata.js';
 import { familyFromOutputs } from './exporter-families.js';
+import { extraInputsKnown, imageInputIndex } from './extra-inputs.js';
 import { readHfConfig } from './hf-config.js';
 import { readOnnxMetadata } from './onnx-metadata.js';
 import { checkOutputs } from './postprocess.js';
@@ -119,10 +120,13 @@ export function checkModel(
   inputs: ValueInfo[],
   outputs: ValueInfo[],
 ): CheckedModel {
-  if (inputs.length !== 1)
-    throw mismatch(`the model has ${inputs.length} inputs; an image model has exactly one`);
+  if (inputs.length === 0 || !extraInputsKnown(inputs)) {
+    throw mismatch(
+      `the model has ${inputs.length} inputs (${inputs.map((i) => i.name).join(', ')}); an image model has one, plus orig_target_sizes [N, 2] for lyuwenyu RT-DETR`,
+    );
+  }
   if (outputs.length === 0) throw mismatch('the model has no outputs');
-  const input = inputs[0]!;
+  const input = inputs[imageInputIndex(inputs)]!;
   const hint: PartialManifest = { ...file.metadata, ...file.hfConfig, ...file.sidecar, ...override };
   const sources = [
     override ?? {},

@@ -150,3 +150,55 @@ export function buildAnomalibModel(o: {
     ],
   });
 }
+
+/**
+ * A lyuwenyu/RT-DETR export (tools/export_onnx.py): inputs `images` [N, 3, size, size] and
+ * `orig_target_sizes` int64 [N, 2] = (w, h); outputs `labels` int64 [N, K], `boxes` [N, K, 4]
+ * and `scores` [N, K]. As in its post-processor, the boxes are normalised x1, y1, x2, y2 times
+ * (w, h, w, h) from `orig_target_sizes`, so the answer shows the size the daemon fed.
+ */
+export function buildLyuwenyuRtdetr(o: {
+  queries: { box: [number, number, number, number]; score: number; label: number }[];
+  size?: number;
+}): Uint8Array {
+  const g = new GraphBuilder();
+  const size = o.size ?? 32;
+  const k = o.queries.length;
+  const x = g.input('images', 'float32', ['N', 3, size, size]);
+  const sizes = g.input('orig_target_sizes', 'int64', ['N', 2]);
+  const zero = g.node('Reshape', [
+    g.node('Mul', [g.node('ReduceMean', [x], { axes: [1, 2, 3], keepdims: 0 }), g.scalar('zero', 0)]),
+    g.ints('shape', [-1, 1]),
+  ]);
+  const wh = g.node('Cast', [sizes], { to: 1 });
+  const whwh = g.node('Unsqueeze', [g.node('Concat', [wh, wh], { axis: 1 }), g.ints('axes', [1])]);
+  const norm = g.init(
+    'boxes_norm',
+    [1, k, 4],
+    o.queries.flatMap((q) => q.box),
+  );
+  g.node('Mul', [norm, whwh], {}, 'boxes');
+  const labels = g.init(
+    'labels_value',
+    [1, k],
+    o.queries.map((q) => q.label),
+  );
+  g.node('Cast', [g.node('Add', [labels, zero])], { to: 7 }, 'labels');
+  g.node(
+    'Add',
+    [
+      g.init(
+        'scores_value',
+        [1, k],
+        o.queries.map((q) => q.score),
+      ),
+      zero,
+    ],
+    {},
+    'scores',
+  );
+  g.output('labels', 'int64', ['N', k]);
+  g.output('boxes', 'float32', ['N', k, 4]);
+  g.output('scores', 'float32', ['N', k]);
+  return g.build();
+}

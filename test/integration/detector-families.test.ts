@@ -2,7 +2,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
 import { encodeFrame, solidFrame } from '../helpers/frames.js';
 import { postFrame, request } from '../helpers/http.js';
-import { buildConstantModel, end2endRows, ultralyticsMetadata } from '../helpers/model-families.js';
+import {
+  buildConstantModel,
+  buildLyuwenyuRtdetr,
+  end2endRows,
+  ultralyticsMetadata,
+} from '../helpers/model-families.js';
 
 /**
  * End-to-end YOLO heads and Ultralytics RT-DETR through the whole HTTP path, real onnxruntime
@@ -134,5 +139,37 @@ describe('a detector whose output matches no known layout is refused at load', (
       status: 'failed',
       lastError: { code: 'EDGE_ERR_MODEL_SHAPE_MISMATCH' },
     });
+  });
+});
+
+describe('lyuwenyu/RT-DETR export with orig_target_sizes', () => {
+  it('feeds each frame size and reports the graph’s boxes as frame pixels', async () => {
+    const model = buildLyuwenyuRtdetr({
+      queries: [
+        { box: [0.25, 0.5, 0.5, 0.75], score: 0.8, label: 1 }, // × (200, 100) → x 50..100, y 50..75
+        { box: [0.3, 0.5, 0.55, 0.75], score: 0.7, label: 1 }, // overlapping: kept (no NMS)
+        { box: [0, 0, 0.1, 0.1], score: 0.1, label: 0 }, // below the threshold
+      ],
+    });
+    daemon = await startDaemon({ model, manifest: { labels: LABELS, defectLabels: ['missing'] } });
+    const info = (await request(`${daemon.url}/v1/model`)).json as {
+      model: { manifest: { task: string; input: { resize: string }; output: { format: string } } };
+    };
+    expect(info.model.manifest).toMatchObject({
+      task: 'detection',
+      input: { resize: 'stretch' },
+      output: { format: 'rtdetr-lyuwenyu' },
+    });
+    const res = await postFrame(`${daemon.url}/v1/score`, await png(200, 100), 'image/png');
+    expect(res.status).toBe(200);
+    const a = res.json as V1;
+    expect(a.defect).toBe(true);
+    expect(a.detections.map((d) => [d.label, d.box])).toEqual([
+      ['missing', { x: 50, y: 50, width: 50, height: 25 }],
+      ['missing', { x: 60, y: 50, width: 50, height: 25 }],
+    ]);
+    // Another frame size, another answer: the size really is fed per frame.
+    const small = (await postFrame(`${daemon.url}/v1/score`, await png(40, 20), 'image/png')).json as V1;
+    expect(small.detections[0]!.box).toEqual({ x: 10, y: 10, width: 10, height: 5 });
   });
 });

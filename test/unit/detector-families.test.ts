@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { EdgeError, ErrorCodes } from '../../src/errors.js';
 import { geometryFor } from '../../src/scoring/geometry.js';
 import { manifestFromMetadata, resolveManifest, type PartialManifest } from '../../src/scoring/manifest.js';
+import { checkModel } from '../../src/scoring/model-loader.js';
 import { checkOutputShape, postprocessBatch } from '../../src/scoring/postprocess.js';
 import { end2endRows, ultralyticsMetadata } from '../helpers/model-families.js';
 
@@ -139,5 +140,31 @@ describe('Ultralytics metadata picks the detection family', () => {
     expect(m.output?.format).toBe('rtdetr');
     expect(m.input?.resize).toBe('stretch');
     expect(m.labels).toEqual(LABELS);
+  });
+});
+
+describe('extra graph inputs', () => {
+  const file = { modelPath: '/models/m.onnx', sha256: 'x', sizeBytes: 1, metadata: {}, sidecar: undefined };
+  const images = { name: 'images', type: 'float32', dims: ['N', 3, 32, 32] };
+  const outputs = [
+    { name: 'labels', type: 'int64', dims: ['N', 300] },
+    { name: 'boxes', type: 'float32', dims: ['N', 300, 4] },
+    { name: 'scores', type: 'float32', dims: ['N', 300] },
+  ];
+
+  it('orig_target_sizes is known (lyuwenyu RT-DETR); any other second input is refused', () => {
+    const ok = checkModel(
+      file,
+      undefined,
+      [images, { name: 'orig_target_sizes', type: 'int64', dims: ['N', 2] }],
+      outputs,
+    );
+    expect(ok.manifest.output.format).toBe('rtdetr-lyuwenyu');
+    expect(ok.frameDims).toEqual([3, 32, 32]);
+    expect(
+      shapeCode(() =>
+        checkModel(file, undefined, [images, { name: 'scale', type: 'float32', dims: ['N', 1] }], outputs),
+      ),
+    ).toBe(ErrorCodes.MODEL_SHAPE_MISMATCH);
   });
 });

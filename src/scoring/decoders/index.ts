@@ -7,6 +7,7 @@ import { anomalib } from './anomalib.js';
 import { classification } from './classification.js';
 import { raw } from './raw.js';
 import { rtdetr } from './rtdetr.js';
+import { rtdetrLyuwenyu } from './rtdetr-lyuwenyu.js';
 import { yoloEnd2end } from './end2end.js';
 import { yolov5 } from './yolov5.js';
 import { yolov8 } from './yolov8.js';
@@ -45,7 +46,16 @@ import { yolov8 } from './yolov8.js';
  * worker creates one decoder per configured model, so a hot swap drops them with the old model.
  * Files here that are not listed below (detection.ts) are helpers shared by decoders.
  */
-export const decoders = [classification, yolov5, yolov8, yoloEnd2end, rtdetr, anomalib, raw] as const;
+export const decoders = [
+  classification,
+  yolov5,
+  yolov8,
+  yoloEnd2end,
+  rtdetr,
+  rtdetrLyuwenyu,
+  anomalib,
+  raw,
+] as const;
 
 /** One output format family. `F` is the manifest `output.format` values it decodes. */
 export interface OutputDecoder<F extends string = string> {
