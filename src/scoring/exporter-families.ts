@@ -6,6 +6,7 @@ import type { PartialManifest } from './manifest.js';
  * - `end2end: True` (YOLO26, YOLOv10) or `nms: True` inside `args` (YOLOv8/11 exported with
  *   `nms=True`): the head gives final boxes, `yolo-end2end`;
  * - a description naming RT-DETR (`Ultralytics rtdetr-l model …`): `rtdetr`, stretched input;
+ * - `task: obb`: `yolo-obb`, or `yolo-obb-end2end` with `end2end: True` (YOLO26);
  * - otherwise the raw YOLOv8 head, `yolov8`.
  * Ultralytics writes Python literals (`True`, `{'nms': True}`).
  */
@@ -17,6 +18,7 @@ export function ultralyticsDetection(
   }
   const end2end = pythonTrue(props.end2end);
   const nms = /['"]nms['"]\s*:\s*True\b/.test(props.args ?? '');
+  if (props.task === 'obb') return { output: { format: end2end ? 'yolo-obb-end2end' : 'yolo-obb' } };
   return { output: { format: end2end || nms ? 'yolo-end2end' : 'yolov8' } };
 }
 

@@ -165,7 +165,7 @@ export function parsePartialManifest(value: unknown, source: string): PartialMan
 export function manifestFromMetadata(props: Record<string, string>): PartialManifest {
   const out: PartialManifest = {};
   const task = props.task;
-  if (task === 'detect' || task === 'detection') out.task = 'detection';
+  if (task === 'detect' || task === 'detection' || task === 'obb') out.task = 'detection';
   else if (task === 'classify' || task === 'classification') out.task = 'classification';
   const names = props.names;
   if (names) {

@@ -19,7 +19,12 @@ export interface Box {
 export interface Detection {
   label: string;
   score: number;
+  /** For a rotated box: the axis-aligned box around its corners, clipped to the frame. */
   box: Box;
+  /** YOLO-OBB: the rotated box in frame pixels, angle in radians (docs/model-families.md). */
+  rotatedBox?: { cx: number; cy: number; width: number; height: number; angle: number };
+  /** YOLO-OBB: its four corners in frame pixels. */
+  corners?: [number, number][];
 }
 
 export interface RawOutput {

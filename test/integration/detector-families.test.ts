@@ -173,3 +173,35 @@ describe('lyuwenyu/RT-DETR export with orig_target_sizes', () => {
     expect(small.detections[0]!.box).toEqual({ x: 10, y: 10, width: 10, height: 5 });
   });
 });
+
+describe('YOLO26 OBB, known from its metadata', () => {
+  it('answers rotated boxes with corners in frame pixels on /v1/score, their bounds on /score', async () => {
+    const model = buildConstantModel({
+      inputName: 'images',
+      input: [3, 64, 64],
+      outputs: [
+        { name: 'output0', dims: [2, 7], values: [32, 28, 20, 10, 0.9, 1, Math.PI / 2, 0, 0, 0, 0, 0, 0, 0] },
+      ],
+      metadata: ultralyticsMetadata({ task: 'obb', names: LABELS, imgsz: [64, 64], end2end: true }),
+    });
+    daemon = await startDaemon({ model });
+    const frame = await png(128, 96);
+    const a = (await postFrame(`${daemon.url}/v1/score`, frame, 'image/png')).json as V1 & {
+      detections: { rotatedBox: object; corners: number[][] }[];
+    };
+    // Centre (32, 28) → (64, 40), 40 × 20 frame pixels turned by 90°: 20 wide, 40 high.
+    expect(a.detections).toHaveLength(1);
+    expect(a.detections[0]!.rotatedBox).toEqual({ cx: 64, cy: 40, width: 40, height: 20, angle: 1.570796 });
+    expect(a.detections[0]!.box).toEqual({ x: 54, y: 20, width: 20, height: 40 });
+    expect(a.detections[0]!.corners).toEqual([
+      [54, 60],
+      [54, 20],
+      [74, 20],
+      [74, 60],
+    ]);
+    const ava = (await postFrame(`${daemon.url}/score`, frame, 'image/png')).json as Ava;
+    expect(ava.inferences[0]!.entity.box).toEqual(
+      roundBox({ l: 54 / 128, t: 20 / 96, w: 20 / 128, h: 40 / 96 }),
+    );
+  });
+});

@@ -5,6 +5,7 @@ import type { DeclaredOutput, OutputTensor } from '../output-shape.js';
 import type { FramePrediction } from '../prediction.js';
 import { anomalib } from './anomalib.js';
 import { classification } from './classification.js';
+import { yoloObb } from './obb.js';
 import { raw } from './raw.js';
 import { rtdetr } from './rtdetr.js';
 import { rtdetrLyuwenyu } from './rtdetr-lyuwenyu.js';
@@ -53,6 +54,7 @@ export const decoders = [
   yoloEnd2end,
   rtdetr,
   rtdetrLyuwenyu,
+  yoloObb,
   anomalib,
   raw,
 ] as const;
