@@ -11,6 +11,7 @@ import {
   type FrameInput,
   type RawFormat,
 } from '../scoring/preprocess.js';
+import { anomalyAnswer, anomalyInferences, includesOf } from './anomaly-answer.js';
 import { bearerGuard } from './auth.js';
 import type { ModelStatusSource } from './model-routes.js';
 
@@ -76,7 +77,13 @@ function frameFrom(request: FastifyRequest): FrameInput {
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000;
 
-function v1Answer(frameId: string, cameraId: string | null, outcome: ScoreOutcome, totalMs: number): object {
+function v1Answer(
+  frameId: string,
+  cameraId: string | null,
+  outcome: ScoreOutcome,
+  totalMs: number,
+  anomaly?: object,
+): object {
   const p: FramePrediction = outcome.prediction;
   return {
     frameId,
@@ -86,6 +93,7 @@ function v1Answer(frameId: string, cameraId: string | null, outcome: ScoreOutcom
     defect: p.defect,
     ...(p.classification ? { classification: p.classification } : {}),
     ...(p.detections ? { detections: p.detections } : {}),
+    ...(anomaly ? { anomaly } : {}),
     ...(p.raw ? { raw: p.raw } : {}),
     timing: {
       queueMs: round(outcome.timing.queueMs),
@@ -100,7 +108,7 @@ function v1Answer(frameId: string, cameraId: string | null, outcome: ScoreOutcom
 
 /** The Azure Video Analyzer HTTP-extension answer: classification tags and entities with 0..1 boxes. */
 export function avaAnswer(p: FramePrediction, frame: { width: number; height: number }): object {
-  const inferences: object[] = [];
+  const inferences: object[] = p.anomaly ? anomalyInferences(p.anomaly, p.defect, frame) : [];
   for (const c of p.classification ?? []) {
     inferences.push({
       type: 'classification',
@@ -155,8 +163,11 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
+    const includes = includesOf(request);
     const outcome = await engine.score(frameFrom(request), { frameId, cameraId, receivedAt });
-    return reply.send(v1Answer(frameId, cameraId, outcome, reply.elapsedTime));
+    const a = outcome.prediction.anomaly;
+    const anomaly = a ? await anomalyAnswer(a, includes) : undefined;
+    return reply.send(v1Answer(frameId, cameraId, outcome, reply.elapsedTime, anomaly));
   });
 
   app.post('/score', async (request, reply) => {

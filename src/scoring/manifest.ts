@@ -1,13 +1,14 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import { formatsOf, outputFormats, type OutputFormat } from './decoders/index.js';
+import { ultralyticsDetection } from './exporter-families.js';
 
 /**
  * The model manifest (README, "Models"): everything needed to pre- and post-process travels with
  * the model. Values from the ONNX `metadata_props` fill what the manifest leaves out. The output
  * formats, and the task each one serves, come from the decoder registry (decoders/index.ts).
  */
-export type Task = 'classification' | 'detection' | 'raw';
+export type Task = 'classification' | 'detection' | 'anomaly' | 'raw';
 export type ResizeMode = 'stretch' | 'letterbox' | 'center-crop';
 export type ColorOrder = 'rgb' | 'bgr' | 'gray';
 export type Layout = 'nchw' | 'nhwc';
@@ -36,6 +37,21 @@ export interface OutputSpec {
   iouThreshold: number;
   /** Upper bound on detections returned per frame, after NMS. */
   maxDetections: number;
+  /**
+   * Task anomaly: the normalised score (0..1) above which a frame, and a map pixel, is anomalous.
+   * Default 0.5, the threshold anomalib trained (docs/model-families.md, "Anomaly detection").
+   */
+  anomalyThreshold?: number;
+  /** Task anomaly, anomalib 1.x: the raw thresholds and min/max of its metadata.json. */
+  anomalyNormalization?: AnomalyNormalization;
+}
+
+/** anomalib 1.x min-max normalisation: clamp((x − threshold) / (max − min) + 0.5, 0, 1). */
+export interface AnomalyNormalization {
+  imageThreshold: number;
+  pixelThreshold: number;
+  min: number;
+  max: number;
 }
 
 export interface ModelManifest {
@@ -85,6 +101,18 @@ const outputSchema = {
     scoreThreshold: { type: 'number', minimum: 0, maximum: 1 },
     iouThreshold: { type: 'number', minimum: 0, maximum: 1 },
     maxDetections: { type: 'integer', minimum: 1, maximum: 10000 },
+    anomalyThreshold: { type: 'number', minimum: 0, maximum: 1 },
+    anomalyNormalization: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['imageThreshold', 'pixelThreshold', 'min', 'max'],
+      properties: {
+        imageThreshold: { type: 'number' },
+        pixelThreshold: { type: 'number' },
+        min: { type: 'number' },
+        max: { type: 'number' },
+      },
+    },
   },
 } as const;
 
@@ -100,7 +128,7 @@ export const manifestSchema = {
   properties: {
     name: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' },
     version: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._+-]*$' },
-    task: { enum: ['classification', 'detection', 'raw'] },
+    task: { enum: ['classification', 'detection', 'anomaly', 'raw'] },
     labels: labelList,
     defectLabels: labelList,
     input: inputSchema,
@@ -137,7 +165,7 @@ export function parsePartialManifest(value: unknown, source: string): PartialMan
 export function manifestFromMetadata(props: Record<string, string>): PartialManifest {
   const out: PartialManifest = {};
   const task = props.task;
-  if (task === 'detect' || task === 'detection') out.task = 'detection';
+  if (task === 'detect' || task === 'detection' || task === 'obb') out.task = 'detection';
   else if (task === 'classify' || task === 'classification') out.task = 'classification';
   const names = props.names;
   if (names) {
@@ -157,7 +185,11 @@ export function manifestFromMetadata(props: Record<string, string>): PartialMani
   if (props.version) out.version = props.version;
   if (props.author?.toLowerCase().includes('ultralytics') || props.stride) {
     out.input = { resize: 'letterbox', color: 'rgb', layout: 'nchw', scale: 1 / 255, ...out.input };
-    if (out.task === 'detection') out.output = { format: 'yolov8' };
+    if (out.task === 'detection') {
+      const family = ultralyticsDetection(props);
+      out.input = { ...out.input, ...family.input };
+      out.output = family.output;
+    }
   }
   return out;
 }
@@ -226,8 +258,7 @@ export function resolveManifest(sources: PartialManifest[], fallbackName: string
       );
     }
   }
-  const defaultFormat: OutputFormat =
-    task === 'detection' ? 'yolov8' : task === 'classification' ? 'probabilities' : 'raw';
+  const defaultFormat: OutputFormat = DEFAULT_FORMAT[task];
   const format = pickOut('format') ?? defaultFormat;
   // A raw model may name any format: its outputs are answered as they are.
   const allowed = task === 'raw' ? outputFormats : formatsOf(task);
@@ -265,8 +296,19 @@ export function resolveManifest(sources: PartialManifest[], fallbackName: string
       maxDetections: pickOut('maxDetections') ?? 300,
     },
   };
+  const anomalyThreshold = pickOut('anomalyThreshold');
+  if (anomalyThreshold !== undefined) manifest.output.anomalyThreshold = anomalyThreshold;
+  const anomalyNormalization = pickOut('anomalyNormalization');
+  if (anomalyNormalization !== undefined) manifest.output.anomalyNormalization = anomalyNormalization;
   return parsePartialManifest(manifest, 'resolved manifest') as ModelManifest;
 }
+
+const DEFAULT_FORMAT: Record<Task, OutputFormat> = {
+  classification: 'probabilities',
+  detection: 'yolov8',
+  anomaly: 'anomalib',
+  raw: 'raw',
+};
 
 export function channelsOf(input: Pick<InputSpec, 'color'>): 1 | 3 {
   return input.color === 'gray' ? 1 : 3;

@@ -10,6 +10,10 @@ import {
   type ModelManifest,
   type PartialManifest,
 } from './manifest.js';
+import { readAnomalibMetadata } from './anomalib-metadata.js';
+import { familyFromOutputs } from './exporter-families.js';
+import { extraInputsKnown, imageInputIndex } from './extra-inputs.js';
+import { readHfConfig } from './hf-config.js';
 import { readOnnxMetadata } from './onnx-metadata.js';
 import { checkOutputs } from './postprocess.js';
 import type { ValueInfo } from './worker-protocol.js';
@@ -22,6 +26,12 @@ export interface ModelFile {
   metadata: PartialManifest;
   /** The model.json beside the file, when there is one. */
   sidecar: PartialManifest | undefined;
+  /**
+   * What exporters' files beside it say: a Hugging Face / timm config.json (and
+   * preprocessor_config.json), anomalib 1.x's metadata.json (docs/model-families.md).
+   */
+  hfConfig?: PartialManifest | undefined;
+  anomalibMetadata?: PartialManifest | undefined;
 }
 
 /** Reads a model file, hashes it and collects the manifest fragments stored with it. */
@@ -64,7 +74,9 @@ export async function readModelFile(modelPath: string): Promise<ModelFile> {
     }
     sidecar = parsePartialManifest(json, 'model.json');
   }
-  return { modelPath, sha256, sizeBytes: bytes.length, metadata, sidecar };
+  const hfConfig = await readHfConfig(path.dirname(modelPath));
+  const anomalibMetadata = await readAnomalibMetadata(path.dirname(modelPath));
+  return { modelPath, sha256, sizeBytes: bytes.length, metadata, sidecar, hfConfig, anomalibMetadata };
 }
 
 const mismatch = (message: string, context: Record<string, unknown> = {}): EdgeError =>
@@ -98,7 +110,8 @@ export interface CheckedModel {
 }
 
 /**
- * Resolves the manifest from every source (override > model.json > ONNX metadata > graph) and
+ * Resolves the manifest from every source (override > model.json > Hugging Face config > ONNX
+ * metadata > graph) and
  * checks the graph's declared inputs and outputs against it.
  */
 export function checkModel(
@@ -107,12 +120,23 @@ export function checkModel(
   inputs: ValueInfo[],
   outputs: ValueInfo[],
 ): CheckedModel {
-  if (inputs.length !== 1)
-    throw mismatch(`the model has ${inputs.length} inputs; an image model has exactly one`);
+  if (inputs.length === 0 || !extraInputsKnown(inputs)) {
+    throw mismatch(
+      `the model has ${inputs.length} inputs (${inputs.map((i) => i.name).join(', ')}); an image model has one, plus orig_target_sizes [N, 2] for lyuwenyu RT-DETR`,
+    );
+  }
   if (outputs.length === 0) throw mismatch('the model has no outputs');
-  const input = inputs[0]!;
-  const hint: PartialManifest = { ...file.metadata, ...file.sidecar, ...override };
-  const sources = [override ?? {}, file.sidecar ?? {}, file.metadata, manifestFromGraph(input, hint)];
+  const input = inputs[imageInputIndex(inputs)]!;
+  const hint: PartialManifest = { ...file.metadata, ...file.hfConfig, ...file.sidecar, ...override };
+  const sources = [
+    override ?? {},
+    file.sidecar ?? {},
+    file.hfConfig ?? {},
+    file.anomalibMetadata ?? {},
+    file.metadata,
+    familyFromOutputs(outputs),
+    manifestFromGraph(input, hint),
+  ];
   const fallbackName = path.basename(file.modelPath, '.onnx').replace(/[^A-Za-z0-9._-]+/g, '-') || 'model';
   const manifest = resolveManifest(sources, fallbackName);
   const { width, height, layout, dtype } = manifest.input;

@@ -429,5 +429,6 @@ function checkWarmupOutput(predictions: FramePrediction[]): void {
     for (const d of p.detections ?? []) {
       if (!Number.isFinite(d.score)) throw new Error(`non-finite detection score for ${d.label}`);
     }
+    if (p.anomaly && !Number.isFinite(p.anomaly.score)) throw new Error('non-finite anomaly score');
   }
 }

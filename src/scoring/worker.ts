@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import { EdgeError, ErrorCodes, serializeError } from '../errors.js';
 import type { OutputTensor } from './output-shape.js';
+import { ORIG_TARGET_SIZES, imageInputIndex, origTargetSizes } from './extra-inputs.js';
 import { Postprocessor } from './postprocess.js';
 import type {
   LoadRequest,
@@ -27,6 +28,8 @@ let session: ort.InferenceSession | undefined;
 /** Decodes the outputs of the configured model; replaced by each `configure`. */
 let postprocessor: Postprocessor | undefined;
 let inputName = '';
+/** lyuwenyu RT-DETR: the graph also takes each frame's size (scoring/extra-inputs.ts). */
+let feedsTargetSizes = false;
 let inputType: 'float32' | 'uint8' = 'float32';
 
 function reply(msg: WorkerReply, transfer: ArrayBuffer[] = []): void {
@@ -116,7 +119,8 @@ async function load(req: LoadRequest): Promise<LoadedModel> {
   session = s;
   const inputs = describe(s.inputMetadata);
   const outputs = describe(s.outputMetadata);
-  inputName = inputs[0]?.name ?? '';
+  inputName = inputs[imageInputIndex(inputs)]?.name ?? '';
+  feedsTargetSizes = inputs.some((i) => i.name === ORIG_TARGET_SIZES);
   return { provider, attempts, inputs, outputs };
 }
 
@@ -131,7 +135,11 @@ async function run(req: RunRequest): Promise<WorkerReply> {
   const t0 = performance.now();
   let results: ort.InferenceSession.ReturnType;
   try {
-    results = await session.run({ [inputName]: tensor });
+    const feeds: Record<string, ort.Tensor> = { [inputName]: tensor };
+    if (feedsTargetSizes) {
+      feeds[ORIG_TARGET_SIZES] = new ort.Tensor('int64', origTargetSizes(req.geometries, batch), [batch, 2]);
+    }
+    results = await session.run(feeds);
   } catch (err) {
     throw new EdgeError(ErrorCodes.INFERENCE_FAILED, err instanceof Error ? err.message : String(err));
   }

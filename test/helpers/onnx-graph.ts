@@ -12,7 +12,7 @@ type NodeProto = onnxProto.onnx.INodeProto;
 type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
 type AttributeProto = onnxProto.onnx.IAttributeProto;
 
-export type ElemType = 'float32' | 'uint8' | 'int64';
+export type ElemType = 'float32' | 'uint8' | 'int64' | 'bool';
 /** A dimension: a number is fixed, a string is symbolic (for example 'N' for a dynamic batch). */
 export type Dim = number | string;
 
@@ -21,6 +21,7 @@ const ELEM: Record<ElemType, number> = {
   float32: DataType.FLOAT,
   uint8: DataType.UINT8,
   int64: DataType.INT64,
+  bool: DataType.BOOL,
 };
 const AttrType = onnx.AttributeProto.AttributeType;
 
@@ -57,7 +58,7 @@ export function tensor(name: string, elem: ElemType, dims: number[], values: Arr
   }
   let raw: Uint8Array;
   if (elem === 'float32') raw = new Uint8Array(Float32Array.from(values).buffer);
-  else if (elem === 'uint8') raw = Uint8Array.from(values);
+  else if (elem === 'uint8' || elem === 'bool') raw = Uint8Array.from(values);
   else raw = new Uint8Array(BigInt64Array.from(Array.from(values), (v) => BigInt(v)).buffer);
   // rawData is little-endian by definition; typed arrays are little-endian on every target we run on.
   return { name, dataType: ELEM[elem], dims, rawData: raw };

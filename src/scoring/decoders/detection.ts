@@ -102,7 +102,6 @@ export function decodeDetections(
   if (classes < 1) throw shapeError(name, dims, `${format} expects ${layout} with C ≥ 1`);
   const data = asNumbers(tensor.data);
   const { scoreThreshold, iouThreshold, maxDetections } = manifest.output;
-  const { labels, defectLabels } = manifest;
   const perFrame = boxes * (classes + boxFields);
   const out: FramePrediction[] = [];
   for (let n = 0; n < geometries.length; n++) {
@@ -110,26 +109,50 @@ export function decodeDetections(
     const candidates: FrameCandidate[] = [];
     collect(data, n * perFrame, boxes, classes, scoreThreshold, g, candidates);
     const kept = nmsClasswise(candidates, iouThreshold, maxDetections);
-    const detections: Detection[] = [];
-    let defect = false;
-    for (const idx of kept) {
-      const c = candidates[idx]!;
-      const label = labels[c.cls] ?? `class_${c.cls}`;
-      if (!defect && defectLabels.includes(label)) defect = true;
-      detections.push({
-        label,
-        score: c.score,
-        box: {
-          x: round3(c.fx1),
-          y: round3(c.fy1),
-          width: round3(c.fx2 - c.fx1),
-          height: round3(c.fy2 - c.fy1),
-        },
-      });
-    }
-    out.push({ defect, detections });
+    out.push(detectionAnswer(candidates, kept, manifest));
   }
   return out;
+}
+
+/**
+ * The answer of one frame from its candidates: `order` lists the indices to report, in order
+ * (the boxes NMS kept, or for end-to-end heads the best scores). The frame is a defect when any
+ * reported label is a defect label.
+ */
+export function detectionAnswer(
+  candidates: readonly FrameCandidate[],
+  order: readonly number[],
+  manifest: Pick<ModelManifest, 'labels' | 'defectLabels'>,
+): FramePrediction {
+  const { labels, defectLabels } = manifest;
+  const detections: Detection[] = [];
+  let defect = false;
+  for (const idx of order) {
+    const c = candidates[idx]!;
+    const label = labels[c.cls] ?? `class_${c.cls}`;
+    if (!defect && defectLabels.includes(label)) defect = true;
+    detections.push({
+      label,
+      score: c.score,
+      box: {
+        x: round3(c.fx1),
+        y: round3(c.fy1),
+        width: round3(c.fx2 - c.fx1),
+        height: round3(c.fy2 - c.fy1),
+      },
+    });
+  }
+  return { defect, detections };
+}
+
+/**
+ * The indices of the `max` best-scored candidates, by score descending (equal scores keep their
+ * order). End-to-end heads have already chosen their boxes: they get this instead of NMS.
+ */
+export function topByScore(candidates: readonly FrameCandidate[], max: number): number[] {
+  const idx = candidates.map((_, i) => i);
+  idx.sort((a, b) => candidates[b]!.score - candidates[a]!.score || a - b);
+  return idx.slice(0, max);
 }
 
 /**

@@ -3,8 +3,13 @@ import type { FrameGeometry } from '../geometry.js';
 import type { ModelManifest, Task } from '../manifest.js';
 import type { DeclaredOutput, OutputTensor } from '../output-shape.js';
 import type { FramePrediction } from '../prediction.js';
+import { anomalib } from './anomalib.js';
 import { classification } from './classification.js';
+import { yoloObb } from './obb.js';
 import { raw } from './raw.js';
+import { rtdetr } from './rtdetr.js';
+import { rtdetrLyuwenyu } from './rtdetr-lyuwenyu.js';
+import { yoloEnd2end } from './end2end.js';
 import { yolov5 } from './yolov5.js';
 import { yolov8 } from './yolov8.js';
 
@@ -42,7 +47,17 @@ import { yolov8 } from './yolov8.js';
  * worker creates one decoder per configured model, so a hot swap drops them with the old model.
  * Files here that are not listed below (detection.ts) are helpers shared by decoders.
  */
-export const decoders = [classification, yolov5, yolov8, raw] as const;
+export const decoders = [
+  classification,
+  yolov5,
+  yolov8,
+  yoloEnd2end,
+  rtdetr,
+  rtdetrLyuwenyu,
+  yoloObb,
+  anomalib,
+  raw,
+] as const;
 
 /** One output format family. `F` is the manifest `output.format` values it decodes. */
 export interface OutputDecoder<F extends string = string> {
