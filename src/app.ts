@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import azureIotDevice from 'azure-iot-device';
+import { CaptureService } from './capture/service.js';
 import type { Config } from './config.js';
 import { buildServer } from './http/server.js';
 import { component, Lifecycle, type Component } from './lifecycle.js';
@@ -34,6 +35,8 @@ export interface App {
   readonly connection: IotHubConnection | undefined;
   /** Upstream telemetry; undefined in standalone mode, where there is nowhere to send it. */
   readonly publisher: TelemetryPublisher | undefined;
+  /** Capture for retraining (docs/capture.md). */
+  readonly capture: CaptureService;
   /** The bound address once started (port resolved when PORT=0). */
   readonly address: { host: string; port: number } | undefined;
   /** Starts every component in order; the HTTP port opens last. Aborted by stop(). */
@@ -115,7 +118,14 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     reported,
     logger,
     onTelemetry: (settings) => publisher?.setSettings(settings),
+    onCapture: (desired) => void capture.setSettings(desired).catch((err: unknown) => capture.fail(err)),
     retryInitialMs: config.modelRetryMs,
+  });
+  const capture = new CaptureService({
+    dir: CaptureService.dirIn(config.dataDir),
+    logger,
+    registry: metrics.registry,
+    onReport: (r) => reported.set('capture', r),
   });
   const methods = directMethods({ engine, manager, reconciler, reported });
 
@@ -165,6 +175,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   let server: FastifyInstance | undefined;
   let address: { host: string; port: number } | undefined;
   let unsubscribeTelemetry: (() => void) | undefined;
+  let unsubscribeCapture: (() => void) | undefined;
 
   const components: Component[] = [
     component('ca', async () => {
@@ -206,6 +217,22 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       },
     ),
     component(
+      'capture',
+      async () => {
+        await capture.start();
+        // Bounded by bytes too: frames wait here while sharp encodes raw buffers and the disk syncs.
+        unsubscribeCapture = engine.frames.subscribe('capture', (f) => capture.handle(f), {
+          maxPending: 64,
+          maxPendingBytes: 256 * 1024 * 1024,
+        });
+      },
+      async () => {
+        await engine.frames.idle();
+        unsubscribeCapture?.();
+        capture.stop();
+      },
+    ),
+    component(
       'engine',
       () => undefined,
       () => engine.stop(),
@@ -228,7 +255,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     component(
       'http',
       async (signal) => {
-        server = await buildServer({ config, engine, metrics, logger, models: manager });
+        server = await buildServer({ config, engine, metrics, logger, models: manager, capture });
         if (signal.aborted) return;
         await server.listen({ host: config.host, port: config.port });
         const a = server.server.address();
@@ -256,6 +283,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     store,
     connection,
     publisher,
+    capture,
     get address() {
       return address;
     },

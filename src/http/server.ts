@@ -4,6 +4,8 @@ import type { Config } from '../config.js';
 import type { ScoringEngine } from '../scoring/engine.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
+import type { CaptureService } from '../capture/service.js';
+import { captureRoutes } from './capture-routes.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { healthRoutes } from './health-routes.js';
 import { metricsRoute } from './metrics-route.js';
@@ -17,6 +19,8 @@ export interface ServerDeps {
   logger: Logger;
   /** The model lifecycle's status and last error (their one owner). */
   models: ModelStatusSource;
+  /** Capture for retraining; its review API is served when given. */
+  capture?: CaptureService;
 }
 
 /** Builds the HTTP app; it never listens (app.ts does, last, once everything else started). */
@@ -26,6 +30,7 @@ export async function buildServer({
   metrics,
   logger,
   models,
+  capture,
 }: ServerDeps): Promise<FastifyInstance> {
   // Typed as fastify's logger interface so route plugins stay generic over the logger.
   const loggerInstance: FastifyBaseLogger = logger.child({ component: 'http' });
@@ -85,6 +90,7 @@ export async function buildServer({
   await app.register(healthRoutes, { engine, models });
   await app.register(modelRoutes, { engine, models });
   await app.register(metricsRoute, { metrics });
+  if (capture) await app.register(captureRoutes, { capture, apiToken: config.apiToken });
   await app.register(scoreRoutes, {
     engine,
     models,

@@ -1,5 +1,6 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { SCORING_FIELDS, fieldSchemas, type Config, type ScoringSettings } from '../config.js';
+import { captureProblem, captureSchema, type DesiredCapture } from '../capture/settings.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { DesiredModel } from '../models/published-model.js';
 import { manifestSchema } from '../scoring/manifest.js';
@@ -14,6 +15,8 @@ export interface DesiredState {
   model: DesiredModel | undefined;
   scoring: Partial<ScoringSettings>;
   telemetry: Partial<TelemetrySettings>;
+  /** The `capture` block (README, "Capture for retraining"); undefined keeps the defaults. */
+  capture: DesiredCapture | undefined;
 }
 
 const modelSchema = {
@@ -58,6 +61,7 @@ const desiredSchema = {
     model: { oneOf: [modelSchema, { type: 'null' }] },
     scoring: { oneOf: [scoringSchema, { type: 'null' }] },
     telemetry: { oneOf: [telemetrySchema, { type: 'null' }] },
+    capture: { oneOf: [captureSchema, { type: 'null' }] },
   },
 } as const;
 
@@ -67,6 +71,7 @@ interface DesiredDocument {
   model?: DesiredModel | null;
   scoring?: Partial<ScoringSettings> | null;
   telemetry?: Partial<TelemetrySettings> | null;
+  capture?: DesiredCapture | null;
 }
 
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -117,12 +122,15 @@ export function parseDesired(doc: unknown): DesiredState {
       `desired properties are invalid: ${describe(validate.errors)}`,
     );
   }
+  const problem = doc.capture ? captureProblem(doc.capture) : undefined;
+  if (problem) throw new EdgeError(ErrorCodes.DESIRED_INVALID, `desired properties are invalid: ${problem}`);
   const model = doc.model ?? undefined;
   return {
     version: typeof doc.$version === 'number' ? doc.$version : 0,
     model: model ? { ...model, sha256: model.sha256.toLowerCase() } : undefined,
     scoring: doc.scoring ?? {},
     telemetry: doc.telemetry ?? {},
+    capture: doc.capture ?? undefined,
   };
 }
 

@@ -8,6 +8,7 @@ import {
   type DesiredState,
   type TelemetrySettings,
 } from './desired.js';
+import type { DesiredCapture } from '../capture/settings.js';
 import type { ModelManager } from '../models/manager.js';
 import type { ReportedProperties } from './reported.js';
 
@@ -29,6 +30,8 @@ export interface ReconcilerDeps {
   logger: Logger;
   /** Applies telemetry settings to the upstream publisher. */
   onTelemetry: (settings: TelemetrySettings) => void;
+  /** Applies the desired `capture` block (undefined: the defaults, capture off). */
+  onCapture?: (desired: DesiredCapture | undefined) => void;
   /** Delay before the first retry of a retriable failure (MODEL_RETRY_MS; doubles up to 5 min). */
   retryInitialMs?: number;
 }
@@ -135,6 +138,7 @@ export class DesiredStateReconciler {
     reported.set('scoring', this.scoring);
     reported.set('telemetry', telemetry);
     onTelemetry(telemetry);
+    this.deps.onCapture?.(state.capture);
     this.pending = manager.apply(state.model, this.scoring, { force }).then(() => this.scheduleRetry(state));
     return this.pending;
   }
