@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -126,6 +127,8 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     logger,
     registry: metrics.registry,
     onReport: (r) => reported.set('capture', r),
+    deviceId: config.deviceId ?? hostname(),
+    connectionString: config.captureBlobConnectionString,
   });
   const methods = directMethods({ engine, manager, reconciler, reported });
 
@@ -229,7 +232,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       async () => {
         await engine.frames.idle();
         unsubscribeCapture?.();
-        capture.stop();
+        await capture.stop();
       },
     ),
     component(

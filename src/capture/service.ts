@@ -8,6 +8,7 @@ import type { CaptureRecord, HumanLabel } from './record.js';
 import { CaptureRules, type RuleInput } from './rules.js';
 import { effectiveCapture, type CaptureSettings, type DesiredCapture } from './settings.js';
 import { CaptureStore } from './store.js';
+import { CaptureUploader, blobNameOf } from './uploader.js';
 
 /** The fields of a scored frame capture reads (the engine's ScoredFrame fits this shape). */
 export interface CapturableFrame extends RuleInput {
@@ -50,10 +51,13 @@ export interface CaptureServiceOptions {
   /** Told of every new capture (the `captures` output) and every change of the reported state. */
   onCaptured?: (m: CaptureMessage) => void;
   onReport?: (r: CaptureReport) => void;
-  /** Told when the store changed so an uploader can look at the queue. */
-  onStored?: (r: CaptureRecord) => void;
-  /** The blob name a capture will have (the uploader's naming), for the `captures` message. */
-  blobName?: (r: CaptureRecord) => string | null;
+  /** First segment of blob names. */
+  deviceId: string;
+  /** CAPTURE_BLOB_CONNECTION_STRING (a secret: never logged or reported). */
+  connectionString?: string;
+  /** Upload retry backoff (tests shorten it). */
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
   random?: () => number;
 }
 
@@ -65,6 +69,7 @@ export interface CaptureServiceOptions {
 export class CaptureService {
   readonly store: CaptureStore;
   readonly metrics: CaptureMetrics;
+  readonly uploader: CaptureUploader;
   private readonly rules: CaptureRules;
   private settingsInForce: CaptureSettings = effectiveCapture(undefined);
   private lastError: CaptureReport['lastError'] = null;
@@ -80,6 +85,24 @@ export class CaptureService {
       onEvicted: (r) =>
         this.metrics.evicted.inc({ reason: r.reason, uploaded: String(r.upload.state === 'uploaded') }),
     });
+    this.uploader = new CaptureUploader({
+      store: this.store,
+      metrics: this.metrics,
+      logger: opts.logger,
+      deviceId: opts.deviceId,
+      connectionString: opts.connectionString,
+      backoffInitialMs: opts.backoffInitialMs,
+      backoffMaxMs: opts.backoffMaxMs,
+      onUploaded: () => {
+        this.uploadedCount++;
+        this.scheduleReport();
+      },
+      onQuarantined: () => this.scheduleReport(),
+      onError: (e) => {
+        this.lastError = { ...e, at: new Date().toISOString() };
+        this.scheduleReport();
+      },
+    });
   }
 
   get settings(): CaptureSettings {
@@ -88,12 +111,16 @@ export class CaptureService {
 
   async start(): Promise<void> {
     await this.store.init();
+    // Uploads wait for the first desired state (setSettings): what a previous process left
+    // pending must go where, and as, the twin now says (target, bandwidth, keepAfterUpload).
+    this.uploader.start();
     this.report();
   }
 
   /** Applies a validated desired block (or its absence); takes effect with the next frame. */
   async setSettings(desired: DesiredCapture | undefined): Promise<void> {
     this.settingsInForce = effectiveCapture(desired);
+    this.uploader.configure(this.settingsInForce.upload);
     await this.store.enforce(this.settingsInForce);
     this.report();
   }
@@ -156,10 +183,10 @@ export class CaptureService {
         cameraId: f.cameraId,
         reason: d.reason,
         model: { name: f.model.name, version: f.model.version },
-        blob: this.opts.blobName?.(record) ?? null,
+        blob: record.upload.state === 'pending' ? blobNameOf(this.opts.deviceId, record) : null,
         at: record.capturedAt,
       });
-      this.opts.onStored?.(record);
+      this.uploader.notify(record);
     } catch (err) {
       this.rules.release(d.camera, d.label);
       this.metrics.skipped.inc({ reason: d.reason, why: 'error' });
@@ -179,8 +206,9 @@ export class CaptureService {
     this.reportTimer.unref();
   }
 
-  /** Stops the report timer and reports the final state. */
-  stop(): void {
+  /** Stops uploading (an upload in flight is aborted and sent again next time), reports the final state. */
+  async stop(): Promise<void> {
+    await this.uploader.stop();
     if (this.reportTimer) clearTimeout(this.reportTimer);
     this.reportTimer = undefined;
     this.report();
@@ -190,15 +218,10 @@ export class CaptureService {
   async label(id: string, label: HumanLabel): Promise<CaptureRecord | undefined> {
     const r = await this.store.setLabel(id, label);
     if (r) {
-      this.opts.onStored?.(r);
+      this.uploader.notify(r);
       this.report();
     }
     return r;
-  }
-
-  /** Told by the uploader: one more capture safe upstream. */
-  countUploaded(): void {
-    this.uploadedCount++;
   }
 
   /** Keeps the last error for the reported state (codes and messages only, never secrets). */

@@ -40,13 +40,27 @@ export function scored(
   };
 }
 
-/** A capture service on its own temp dir and registry. */
+const started: CaptureService[] = [];
+
+/** Stops every service {@link captureService} started (afterEach). */
+export async function stopCaptureServices(): Promise<void> {
+  for (const s of started.splice(0)) await s.stop();
+}
+
+/** A capture service on its own temp dir and registry; stop it with {@link stopCaptureServices}. */
 export async function captureService(
   over: Partial<ConstructorParameters<typeof CaptureService>[0]> = {},
 ): Promise<{ service: CaptureService; dir: string; registry: Registry }> {
   const dir = over.dir ?? path.join(await mkdtemp(path.join(tmpdir(), 'edge-capture-')), 'captures');
   const registry = new Registry();
-  const service = new CaptureService({ dir, logger: pino({ level: 'silent' }), registry, ...over });
+  const service = new CaptureService({
+    dir,
+    logger: pino({ level: 'silent' }),
+    registry,
+    deviceId: 'line-3-aoi',
+    ...over,
+  });
   await service.start();
+  started.push(service);
   return { service, dir, registry };
 }

@@ -1,9 +1,11 @@
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { CaptureRules } from '../../src/capture/rules.js';
 import { effectiveCapture } from '../../src/capture/settings.js';
-import { captureService, jpegFrame, scored } from '../helpers/captures.js';
+import { captureService, jpegFrame, scored, stopCaptureServices } from '../helpers/captures.js';
+
+afterEach(() => stopCaptureServices());
 
 const ALL = [
   { reason: 'defect' as const, rate: 1 },
