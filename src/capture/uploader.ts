@@ -1,6 +1,7 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import type { Logger } from 'pino';
 import { containerClient, classify, type BlobTarget } from './blob-client.js';
+import { jsonlBlobOf, jsonlLine, mergeJsonl } from './jsonl.js';
 import type { CaptureMetrics } from './metrics.js';
 import { publicSidecar, type CaptureRecord } from './record.js';
 import type { CaptureStore } from './store.js';
@@ -84,6 +85,8 @@ export class CaptureUploader {
   private loop: Promise<void> | undefined;
   private abort = new AbortController();
   private stopped = false;
+  /** Day-and-camera JSONL files to rewrite once the queue is idle. */
+  private readonly dirtyJsonl = new Set<string>();
 
   constructor(private readonly opts: UploaderOptions) {}
 
@@ -175,6 +178,10 @@ export class CaptureUploader {
       const t = this.target();
       const now = Date.now();
       const { id, dueAt } = t ? this.next(now) : { dueAt: Infinity };
+      if (t && !id && this.dirtyJsonl.size > 0 && this.pauseUntil <= now) {
+        await this.flushJsonl(t);
+        continue;
+      }
       if (!t || !id || this.pauseUntil > now) {
         const until = Math.max(this.pauseUntil, dueAt);
         await this.sleep(until === Infinity ? 60_000 : until - now);
@@ -242,6 +249,7 @@ export class CaptureUploader {
       });
       this.failures = 0;
       this.notBefore.delete(id);
+      this.dirtyJsonl.add(jsonlBlobOf(name));
       metrics.uploads.inc({ kind, outcome: 'uploaded' });
       if (updated && !needsUpload(updated)) this.queue.delete(id);
       if (updated && kind === 'capture') {
@@ -251,6 +259,55 @@ export class CaptureUploader {
     } catch (err) {
       if (this.stopped) return;
       await this.failed(id, kind, err);
+    }
+  }
+
+  /** Rewrites the JSONL of each day and camera that changed, from the sidecars of its uploads. */
+  private async flushJsonl(t: BlobTarget): Promise<void> {
+    const { store, metrics } = this.opts;
+    const key = this.dirtyJsonl.values().next().value!;
+    const datastorePath = this.settings?.datastorePath ?? '';
+    const lines = [];
+    for (const r of store.records()) {
+      if (r.upload.state === 'uploaded' && r.upload.blob && jsonlBlobOf(r.upload.blob) === key) {
+        const line = jsonlLine(r, datastorePath);
+        if (line) lines.push(line);
+      }
+    }
+    try {
+      const blob = this.clientFor(t).client.getBlockBlobClient(key);
+      const existing = await blob
+        .downloadToBuffer(undefined, undefined, { abortSignal: this.abort.signal })
+        .then(
+          (b) => b.toString('utf8'),
+          (err: unknown) => {
+            if ((err as { statusCode?: number }).statusCode === 404) return '';
+            throw err;
+          },
+        );
+      const text = Buffer.from(mergeJsonl(existing, lines));
+      await this.pace(text.length);
+      if (this.stopped) return;
+      await blob.uploadData(text, {
+        blobHTTPHeaders: { blobContentType: 'application/x-ndjson' },
+        abortSignal: this.abort.signal,
+      });
+      this.dirtyJsonl.delete(key);
+      metrics.uploads.inc({ kind: 'jsonl', outcome: 'uploaded' });
+      metrics.uploadBytes.inc(text.length);
+    } catch (err) {
+      if (this.stopped) return;
+      const f = classify(err);
+      metrics.uploads.inc({ kind: 'jsonl', outcome: f.permanent ? 'refused' : 'retry' });
+      this.failures++;
+      this.pauseUntil =
+        Date.now() +
+        Math.min(
+          (this.opts.backoffInitialMs ?? 1000) * 2 ** (this.failures - 1),
+          this.opts.backoffMaxMs ?? 300_000,
+        );
+      // A refused JSONL is dropped from the to-do list (the next upload of that day marks it again).
+      if (f.permanent) this.dirtyJsonl.delete(key);
     }
   }
 

@@ -118,7 +118,14 @@ describe('capture upload to Blob Storage (Azurite behind an API-version check)',
     // Every request the daemon made carried the pinned version (the proxy refuses any other).
     expect(proxy.seen.length).toBeGreaterThanOrEqual(5);
     expect(new Set(proxy.seen.map((s) => s.version))).toEqual(new Set(['2019-07-07']));
-    expect(proxy.seen.every((s) => s.status < 400)).toBe(true);
+    // Nothing refused; the one 404 allowed is the first read of the day's JSONL, before it exists.
+    expect(
+      proxy.seen.filter(
+        (s) =>
+          s.status >= 400 &&
+          !(['GET', 'HEAD'].includes(s.method) && s.status === 404 && s.path.includes('annotations.jsonl')),
+      ),
+    ).toEqual([]);
     expect(await registry.metrics()).toMatch(/capture_uploads_total\{kind="sidecar",outcome="uploaded"\} 1/);
   });
 
@@ -156,7 +163,9 @@ describe('capture upload to Blob Storage (Azurite behind an API-version check)',
     await service.handle(scored(await jpegFrame(9), { frameId: 'sas-1' }));
     await settled(service, 1);
     const blobs: string[] = [];
-    for await (const b of azurite.service.getContainerClient(name).listBlobsFlat()) blobs.push(b.name);
+    for await (const b of azurite.service.getContainerClient(name).listBlobsFlat()) {
+      if (!b.name.endsWith('annotations.jsonl')) blobs.push(b.name);
+    }
     expect(blobs.sort()).toEqual([
       expect.stringMatching(/sas-1\.jpg$/),
       expect.stringMatching(/sas-1\.jpg\.json$/),
@@ -195,7 +204,7 @@ describe('capture upload to Blob Storage (Azurite behind an API-version check)',
     for (const b of bodies) await service.handle(scored(b, { defect: true }));
     await settled(service, 5);
     const puts = proxy.seen.filter((s) => s.method === 'PUT' && s.bytes > 0);
-    expect(puts.length).toBe(10);
+    expect(puts.length).toBeGreaterThanOrEqual(10); // frames, sidecars and the day's JSONL: all paced
     const t0 = puts[0]!.at;
     let before = 0;
     for (const p of puts) {
@@ -238,5 +247,76 @@ describe('capture upload to Blob Storage (Azurite behind an API-version check)',
     expect(names.filter((x) => x.endsWith('.jpg'))).toHaveLength(3);
     // Kept locally with its frame: nothing is lost silently.
     expect(await service.store.readFrame(poison.id)).toBeDefined();
+  });
+
+  it("writes the day's JSONL per camera in AzureML AutoML-for-images shape, human labels marked", async () => {
+    const datastorePath = 'azureml://datastores/aoi_captures/paths';
+    const { service, container } = await setup({ datastorePath });
+    const a = scored(await jpegFrame(70), { defect: true, frameId: 'j-human', cameraId: 'cam-j' });
+    const b = scored(await jpegFrame(71), { top: 0.9, frameId: 'j-model', cameraId: 'cam-j' });
+    const c = scored(await jpegFrame(72), { top: 0.9, frameId: 'j-later', cameraId: 'cam-j' });
+    const det = scored(await jpegFrame(73), { defect: true, frameId: 'j-det', cameraId: 'cam-d' });
+    det.task = 'detection';
+    det.prediction = {
+      defect: true,
+      detections: [{ label: 'bridge', score: 0.9, box: { x: 12, y: 6, width: 24, height: 12 } }],
+    };
+    for (const f of [a, b, c, det]) await service.handle(f);
+    const ids = new Map([...service.store.records()].map((r) => [r.frameId, r.id]));
+    await service.label(ids.get('j-human')!, {
+      verdict: 'defect',
+      label: 'missing',
+      at: new Date().toISOString(),
+    });
+    await settled(service, 4);
+    await service.label(ids.get('j-later')!, {
+      verdict: 'defect',
+      label: 'shift',
+      at: new Date().toISOString(),
+    });
+
+    const day = [...service.store.records()][0]!.capturedAt.slice(0, 10).replaceAll('-', '/');
+    type Line = { image_url: string; image_details: object; label: unknown; label_source: string };
+    const read = async (camera: string): Promise<Line[]> => {
+      const text = await container
+        .getBlobClient(`line-3-aoi/${camera}/${day}/annotations.jsonl`)
+        .downloadToBuffer()
+        .then(
+          (x) => x.toString(),
+          () => '',
+        );
+      return text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Line);
+    };
+    await waitFor(
+      async () => ((await read('cam-j')).some((l) => l.label === 'shift') ? true : undefined),
+      'jsonl',
+      20_000,
+    );
+    const lines = await read('cam-j');
+    expect(lines).toHaveLength(3);
+    for (const l of lines) {
+      expect(Object.keys(l).sort()).toEqual(['image_details', 'image_url', 'label', 'label_source']);
+      expect(l.image_details).toEqual({ format: 'jpeg', width: 48, height: 48 });
+      // Every line names an uploaded frame.
+      const blob = l.image_url.slice(datastorePath.length + 1);
+      expect(l.image_url.startsWith(`${datastorePath}/line-3-aoi/cam-j/`)).toBe(true);
+      expect((await container.getBlobClient(blob).getProperties()).contentLength).toBeGreaterThan(0);
+    }
+    const by = (frame: string) => lines.find((l) => l.image_url.endsWith(`/${frame}.jpg`))!;
+    expect(by('j-human')).toMatchObject({ label: 'missing', label_source: 'human' });
+    expect(by('j-model')).toMatchObject({ label: 'ok', label_source: 'model' });
+    expect(by('j-later')).toMatchObject({ label: 'shift', label_source: 'human' });
+    await waitFor(
+      async () => ((await read('cam-d')).length === 1 ? true : undefined),
+      'detector jsonl',
+      20_000,
+    );
+    expect((await read('cam-d'))[0]).toMatchObject({
+      label: [{ label: 'bridge', topX: 0.25, topY: 0.125, bottomX: 0.75, bottomY: 0.375 }],
+      label_source: 'model',
+    });
   });
 });
