@@ -127,6 +127,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     logger,
     registry: metrics.registry,
     onReport: (r) => reported.set('capture', r),
+    onCaptured: (m) => publisher?.capture(m),
     deviceId: config.deviceId ?? hostname(),
     connectionString: config.captureBlobConnectionString,
   });
