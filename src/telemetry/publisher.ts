@@ -166,7 +166,7 @@ export class TelemetryPublisher {
    * A frame kept for retraining (README, "Capture for retraining"): `{id, frameId, cameraId,
    * reason, model {name, version}, blob, at}`, one message each, so the ML side learns of it at once.
    */
-  capture(c: { id: string; reason: string; model: { version: string }; [k: string]: unknown }): void {
+  capture(c: { id: string; reason: string; model: { version: string } }): void {
     this.produce('captures', 'captures', { reason: c.reason, modelVersion: c.model.version }, c);
   }
 
