@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import azureIotDevice from 'azure-iot-device';
+import { CaptureService } from './capture/service.js';
 import type { Config } from './config.js';
 import { consoleUrl, createConsole } from './console/console.js';
 import { buildServer } from './http/server.js';
@@ -40,6 +42,8 @@ export interface App {
   readonly shadow: ShadowTrial;
   /** The direct methods, as IoT Hub invokes them. */
   readonly methods: ReturnType<typeof directMethods>;
+  /** Capture for retraining (docs/capture.md). */
+  readonly capture: CaptureService;
   /** The bound address once started (port resolved when PORT=0). */
   readonly address: { host: string; port: number } | undefined;
   /** Starts every component in order; the HTTP port opens last. Aborted by stop(). */
@@ -138,7 +142,17 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     logger,
     onTelemetry: (settings) => publisher?.setSettings(settings),
     onCandidate: (candidate, settings) => void shadow.apply(candidate, settings),
+    onCapture: (desired) => void capture.setSettings(desired).catch((err: unknown) => capture.fail(err)),
     retryInitialMs: config.modelRetryMs,
+  });
+  const capture = new CaptureService({
+    dir: CaptureService.dirIn(config.dataDir),
+    logger,
+    registry: metrics.registry,
+    onReport: (r) => reported.set('capture', r),
+    onCaptured: (m) => publisher?.capture(m),
+    deviceId: config.deviceId ?? hostname(),
+    connectionString: config.captureBlobConnectionString,
   });
   const methods = directMethods({ engine, manager, reconciler, reported, shadow });
 
@@ -193,6 +207,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   let address: { host: string; port: number } | undefined;
   let unsubscribeTelemetry: (() => void) | undefined;
   let unsubscribeShadow: (() => void) | undefined;
+  let unsubscribeCapture: (() => void) | undefined;
 
   const components: Component[] = [
     component('ca', async () => {
@@ -231,6 +246,22 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
         unsubscribeTelemetry?.();
         publisher.event({ event: 'daemon-stopping' });
         await publisher.stop(Math.min(config.telemetryFlushTimeoutMs, config.shutdownTimeoutMs / 2));
+      },
+    ),
+    component(
+      'capture',
+      async () => {
+        await capture.start();
+        // Bounded by bytes too: frames wait here while sharp encodes raw buffers and the disk syncs.
+        unsubscribeCapture = engine.frames.subscribe('capture', (f) => capture.handle(f), {
+          maxPending: 64,
+          maxPendingBytes: 256 * 1024 * 1024,
+        });
+      },
+      async () => {
+        await engine.frames.idle();
+        unsubscribeCapture?.();
+        await capture.stop();
       },
     ),
     component(
@@ -279,6 +310,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           metrics,
           logger,
           models: manager,
+          capture,
           extraRoutes: consoleUi && (async (app) => app.register(consoleUi.routes, { models: manager })),
         });
         if (signal.aborted) return;
@@ -316,6 +348,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     publisher,
     shadow,
     methods,
+    capture,
     get address() {
       return address;
     },

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
+import { CAPTURE_FIELDS } from './capture/config-fields.js';
 import { EdgeError, ErrorCodes } from './errors.js';
 
 /** Execution providers the daemon knows how to ask onnxruntime for, best first. */
@@ -349,6 +350,7 @@ export const FIELDS = {
     schema: { type: 'boolean' },
     default: 'true',
   },
+  ...CAPTURE_FIELDS,
 } as const satisfies Record<string, Field>;
 
 type ScoringKey = keyof typeof SCORING_FIELDS;

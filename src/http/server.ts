@@ -4,6 +4,8 @@ import type { Config } from '../config.js';
 import type { ScoringEngine } from '../scoring/engine.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
+import type { CaptureService } from '../capture/service.js';
+import { captureRoutes } from './capture-routes.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { healthRoutes } from './health-routes.js';
 import { metricsRoute } from './metrics-route.js';
@@ -19,6 +21,8 @@ export interface ServerDeps {
   models: ModelStatusSource;
   /** Route groups that live outside http/ (the operator console), registered after the API's. */
   extraRoutes?: (app: FastifyInstance) => Promise<unknown>;
+  /** Capture for retraining; its review API is served when given. */
+  capture?: CaptureService;
 }
 
 /** Builds the HTTP app; it never listens (app.ts does, last, once everything else started). */
@@ -29,6 +33,7 @@ export async function buildServer({
   logger,
   models,
   extraRoutes,
+  capture,
 }: ServerDeps): Promise<FastifyInstance> {
   // Typed as fastify's logger interface so route plugins stay generic over the logger.
   const loggerInstance: FastifyBaseLogger = logger.child({ component: 'http' });
@@ -88,6 +93,7 @@ export async function buildServer({
   await app.register(healthRoutes, { engine, models });
   await app.register(modelRoutes, { engine, models });
   await app.register(metricsRoute, { metrics });
+  if (capture) await app.register(captureRoutes, { capture, apiToken: config.apiToken });
   await app.register(scoreRoutes, {
     engine,
     models,

@@ -2,7 +2,7 @@ import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 
-export const OUTPUTS = ['results', 'events', 'stats'] as const;
+export const OUTPUTS = ['results', 'events', 'stats', 'captures'] as const;
 export type Output = (typeof OUTPUTS)[number];
 
 /** One produced item: a frame result, a lifecycle event or a stats snapshot. */

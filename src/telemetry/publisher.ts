@@ -163,6 +163,14 @@ export class TelemetryPublisher {
     this.produce('events', 'events', { event: e.event }, { ...e, at: new Date().toISOString() });
   }
 
+  /**
+   * A frame kept for retraining (README, "Capture for retraining"): `{id, frameId, cameraId,
+   * reason, model {name, version}, blob, at}`, one message each, so the ML side learns of it at once.
+   */
+  capture(c: { id: string; reason: string; model: { version: string } }): void {
+    this.produce('captures', 'captures', { reason: c.reason, modelVersion: c.model.version }, c);
+  }
+
   /** Builds and queues a stats snapshot of the interval since the last one. */
   emitStats(): void {
     const w = this.window;

@@ -1,5 +1,6 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { SCORING_FIELDS, fieldSchemas, type Config, type ScoringSettings } from '../config.js';
+import { captureProblem, captureSchema, type DesiredCapture } from '../capture/settings.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { DesiredModel } from '../models/published-model.js';
 import { manifestSchema } from '../scoring/manifest.js';
@@ -16,6 +17,8 @@ export interface DesiredState {
   telemetry: Partial<TelemetrySettings>;
   /** A shadow trial's candidate model (README, "Shadow trial"); undefined: no trial. */
   candidate: DesiredCandidate | undefined;
+  /** The `capture` block (README, "Capture for retraining"); undefined keeps the defaults. */
+  capture: DesiredCapture | undefined;
 }
 
 /** The desired `candidate`: a model block plus the share of frames it scores. */
@@ -76,6 +79,7 @@ const desiredSchema = {
     scoring: { oneOf: [scoringSchema, { type: 'null' }] },
     telemetry: { oneOf: [telemetrySchema, { type: 'null' }] },
     candidate: { oneOf: [candidateSchema, { type: 'null' }] },
+    capture: { oneOf: [captureSchema, { type: 'null' }] },
   },
 } as const;
 
@@ -86,6 +90,7 @@ interface DesiredDocument {
   scoring?: Partial<ScoringSettings> | null;
   telemetry?: Partial<TelemetrySettings> | null;
   candidate?: (DesiredModel & { sampleRate?: number }) | null;
+  capture?: DesiredCapture | null;
 }
 
 /** The share of frames a candidate scores when its block does not say. */
@@ -139,6 +144,8 @@ export function parseDesired(doc: unknown): DesiredState {
       `desired properties are invalid: ${describe(validate.errors)}`,
     );
   }
+  const problem = doc.capture ? captureProblem(doc.capture) : undefined;
+  if (problem) throw new EdgeError(ErrorCodes.DESIRED_INVALID, `desired properties are invalid: ${problem}`);
   const model = doc.model ?? undefined;
   const candidate = doc.candidate ?? undefined;
   return {
@@ -153,6 +160,7 @@ export function parseDesired(doc: unknown): DesiredState {
           sampleRate: candidate.sampleRate ?? DEFAULT_SAMPLE_RATE,
         }
       : undefined,
+    capture: doc.capture ?? undefined,
   };
 }
 

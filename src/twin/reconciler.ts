@@ -10,6 +10,7 @@ import {
   type DesiredState,
   type TelemetrySettings,
 } from './desired.js';
+import type { DesiredCapture } from '../capture/settings.js';
 import type { ModelManager } from '../models/manager.js';
 import type { ReportedProperties } from './reported.js';
 
@@ -33,6 +34,8 @@ export interface ReconcilerDeps {
   onTelemetry: (settings: TelemetrySettings) => void;
   /** Starts, changes or ends the shadow trial (README, "Shadow trial"). */
   onCandidate?: (candidate: DesiredCandidate | undefined, settings: ScoringSettings) => void;
+  /** Applies the desired `capture` block (undefined: the defaults, capture off). */
+  onCapture?: (desired: DesiredCapture | undefined) => void;
   /** Delay before the first retry of a retriable failure (MODEL_RETRY_MS; doubles up to 5 min). */
   retryInitialMs?: number;
 }
@@ -145,6 +148,7 @@ export class DesiredStateReconciler {
     reported.set('scoring', this.scoring);
     reported.set('telemetry', telemetry);
     onTelemetry(telemetry);
+    this.deps.onCapture?.(state.capture);
     this.deps.onCandidate?.(state.candidate, this.scoring);
     this.pending = manager
       .apply(this.modelFor(state), this.scoring, { force })

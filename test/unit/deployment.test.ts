@@ -23,6 +23,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SCHEMAS = new URL('../../../shared/schemas/', import.meta.url);
 
 const MODULE = 'edge-scorer';
+/** The local Blob Storage on IoT Edge module that captures upload to (docs/capture.md). */
+const BLOB_MODULE = 'aoiblobstore';
 const TEMPLATES = ['deployment.template.json', 'deployment.gpu.template.json'] as const;
 
 type Json = Record<string, unknown>;
@@ -188,20 +190,54 @@ describe.each(TEMPLATES)('%s', (name) => {
     expect(MODULE).toBe(pkg.name);
     expect(Object.keys(pkg.bin)).toContain(MODULE);
     const modules = Object.keys(agentOf(t).modules);
-    expect(modules).toEqual([MODULE]);
+    expect(modules).toEqual([MODULE, BLOB_MODULE]);
     const routes = Object.values(t.modulesContent.$edgeHub['properties.desired'].routes).map((r) =>
       typeof r === 'string' ? r : r.route,
     );
     const routed = routes.map((r) => {
       const m = ROUTE.exec(r);
       expect(m, `route "${r}"`).not.toBeNull();
-      expect(modules).toContain(m![1]);
+      expect(m![1]).toBe(MODULE);
       return m![2];
     });
     expect([...routed].sort()).toEqual([...OUTPUTS].sort());
     // The module's desired properties are addressed to the same module.
     const twins = Object.keys(t.modulesContent).filter((k) => !k.startsWith('$'));
-    expect(twins).toEqual([MODULE]);
+    expect(twins).toEqual([MODULE, BLOB_MODULE]);
+  });
+
+  it('runs Blob Storage on IoT Edge for captures, and points the scorer at it', async () => {
+    const t = await template(name);
+    const blob = agentOf(t).modules[BLOB_MODULE]!;
+    expect(BLOB_MODULE).toMatch(/^[a-z0-9]+$/);
+    expect(blob).toMatchObject({ status: 'running', restartPolicy: 'always', type: 'docker' });
+    expect(blob.settings.image).toBe('mcr.microsoft.com/azure-blob-storage:latest');
+    const opts = blob.settings.createOptions as unknown as CreateOptions;
+    expect(opts.HostConfig.Binds.filter((b) => b.endsWith(':/blobroot'))).toHaveLength(1);
+    expect(Object.keys(blob.env!).sort()).toEqual([
+      'LOCAL_STORAGE_ACCOUNT_KEY',
+      'LOCAL_STORAGE_ACCOUNT_NAME',
+    ]);
+    // The scorer's connection string names the module, its port, and the same account and key.
+    const cs = String(envOf(t).CAPTURE_BLOB_CONNECTION_STRING);
+    const account = String(blob.env!.LOCAL_STORAGE_ACCOUNT_NAME!.value);
+    expect(cs).toBe(
+      `DefaultEndpointsProtocol=http;BlobEndpoint=http://${BLOB_MODULE}:11002/${account};AccountName=${account};AccountKey=${String(blob.env!.LOCAL_STORAGE_ACCOUNT_KEY!.value)}`,
+    );
+    const desired = (t.modulesContent[BLOB_MODULE] as { 'properties.desired': Json })['properties.desired'];
+    const capture = parseDesired(desiredOf(t)).capture!;
+    expect(desired).toMatchObject({
+      deviceToCloudUploadProperties: {
+        uploadOn: true,
+        storageContainersForUpload: {
+          [capture.upload!.container!]: { target: expect.any(String) as string },
+        },
+        // The day's JSONL is merged with what the module holds: it must not vanish on tiering.
+        deleteAfterUpload: false,
+      },
+      deviceAutoDeleteProperties: { deleteOn: true, retainWhileUploading: true },
+    });
+    expect(capture.enabled).toBe(true);
   });
 
   it('sets only environment variables the daemon reads, with values it accepts', async () => {
