@@ -4,13 +4,8 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
 import type { FramePrediction } from '../scoring/prediction.js';
-import {
-  ACCEPTED_MEDIA_TYPES,
-  RAW_FORMATS,
-  type AcceptedMediaType,
-  type FrameInput,
-  type RawFormat,
-} from '../scoring/preprocess.js';
+import { PIXEL_FORMAT_NAMES, pixelFormat } from '../scoring/pixel-formats/index.js';
+import { ACCEPTED_MEDIA_TYPES, type AcceptedMediaType, type FrameInput } from '../scoring/preprocess.js';
 import { bearerGuard } from './auth.js';
 import type { ModelStatusSource } from './model-routes.js';
 
@@ -50,6 +45,16 @@ function rawDimension(request: FastifyRequest, name: string): number {
   return n;
 }
 
+/** `X-Frame-Bits`, when sent: the significant bits of each pixel (README, "Raw pixel formats"). */
+function rawBits(request: FastifyRequest): { bits?: number } {
+  const v = header(request, 'x-frame-bits');
+  if (v === undefined) return {};
+  if (!/^\d{1,2}$/.test(v)) {
+    throw new EdgeError(ErrorCodes.RAW_HEADERS_INVALID, 'X-Frame-Bits must be an integer');
+  }
+  return { bits: Number(v) };
+}
+
 /** Turns the request into a frame, checking media type and raw headers; nothing is decoded here. */
 function frameFrom(request: FastifyRequest): FrameInput {
   const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -62,13 +67,17 @@ function frameFrom(request: FastifyRequest): FrameInput {
   const frame: FrameInput = { body: request.body, mediaType: mediaType as AcceptedMediaType };
   if (mediaType === 'application/octet-stream') {
     const format = header(request, 'x-frame-format')?.toLowerCase();
-    if (!format || !(format in RAW_FORMATS)) {
-      throw new EdgeError(ErrorCodes.RAW_HEADERS_INVALID, 'X-Frame-Format must be mono8, rgb8 or bgr8');
+    if (!format || !pixelFormat(format)) {
+      throw new EdgeError(
+        ErrorCodes.RAW_HEADERS_INVALID,
+        `X-Frame-Format must be one of ${PIXEL_FORMAT_NAMES.join(', ')}`,
+      );
     }
     frame.raw = {
-      format: format as RawFormat,
+      format,
       width: rawDimension(request, 'x-frame-width'),
       height: rawDimension(request, 'x-frame-height'),
+      ...rawBits(request),
     };
   }
   return frame;
