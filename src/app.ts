@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import azureIotDevice from 'azure-iot-device';
 import type { Config } from './config.js';
 import { buildServer } from './http/server.js';
+import { LayoutStore } from './layouts/store.js';
 import { component, Lifecycle, type Component } from './lifecycle.js';
 import { ModelFetcher } from './models/fetcher.js';
 import { ModelManager, type LifecycleEvent } from './models/manager.js';
@@ -57,6 +58,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   const { ModuleClient } = azureIotDevice;
   const metrics = new Metrics();
   const engine = new ScoringEngine(config, logger, metrics);
+  const layouts = new LayoutStore({ dataDir: config.dataDir, maxRegions: config.maxRegions, logger });
   const store = new ModelStore({ dataDir: config.dataDir, keep: config.modelCacheVersions, logger });
   let ca: string | undefined;
   const fetcher = new ModelFetcher({
@@ -206,6 +208,11 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       },
     ),
     component(
+      'layouts',
+      () => layouts.start(),
+      () => layouts.stop(),
+    ),
+    component(
       'engine',
       () => undefined,
       () => engine.stop(),
@@ -228,7 +235,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     component(
       'http',
       async (signal) => {
-        server = await buildServer({ config, engine, metrics, logger, models: manager });
+        server = await buildServer({ config, engine, metrics, logger, models: manager, layouts });
         if (signal.aborted) return;
         await server.listen({ host: config.host, port: config.port });
         const a = server.server.address();

@@ -6,7 +6,10 @@ import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
 import type { FramePrediction } from '../scoring/prediction.js';
 import { PIXEL_FORMAT_NAMES, pixelFormat } from '../scoring/pixel-formats/index.js';
 import { ACCEPTED_MEDIA_TYPES, type AcceptedMediaType, type FrameInput } from '../scoring/preprocess.js';
+import type { Layout } from '../layouts/schema.js';
+import type { LayoutStore } from '../layouts/store.js';
 import { bearerGuard } from './auth.js';
+import { boardAnswer, boardAvaAnswer } from './board-answer.js';
 import type { ModelStatusSource } from './model-routes.js';
 
 export interface ScoreRouteOptions {
@@ -14,6 +17,8 @@ export interface ScoreRouteOptions {
   models: ModelStatusSource;
   apiToken: string | undefined;
   bodyLimitBytes: number;
+  /** Board layouts for `?layout=` (README, "Board layouts"). */
+  layouts?: LayoutStore;
 }
 
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
@@ -81,6 +86,16 @@ function frameFrom(request: FastifyRequest): FrameInput {
     };
   }
   return frame;
+}
+
+/** The layout `?layout=` names, if any; LAYOUT_NOT_FOUND when it is not registered. */
+function layoutOf(request: FastifyRequest, layouts: LayoutStore | undefined): Layout | undefined {
+  const name = (request.query as { layout?: unknown }).layout;
+  if (name === undefined) return undefined;
+  if (typeof name !== 'string' || !layouts) {
+    throw new EdgeError(ErrorCodes.LAYOUT_NOT_FOUND, 'no such layout');
+  }
+  return layouts.get(name);
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000;
@@ -164,6 +179,17 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
+    const layout = layoutOf(request, opts.layouts);
+    if (layout) {
+      const board = await engine.scoreRegions(frameFrom(request), layout.regions, {
+        frameId,
+        cameraId,
+        receivedAt,
+        layout: layout.name,
+      });
+      const ids = { frameId, cameraId, layout: layout.name };
+      return reply.send(boardAnswer(ids, layout.regions, board, reply.elapsedTime));
+    }
     const outcome = await engine.score(frameFrom(request), { frameId, cameraId, receivedAt });
     return reply.send(v1Answer(frameId, cameraId, outcome, reply.elapsedTime));
   });
@@ -172,6 +198,12 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
+    const layout = layoutOf(request, opts.layouts);
+    if (layout) {
+      const meta = { frameId, cameraId, receivedAt, layout: layout.name };
+      const board = await engine.scoreRegions(frameFrom(request), layout.regions, meta);
+      return reply.send(boardAvaAnswer(layout.regions, board));
+    }
     const outcome = await engine.score(frameFrom(request), { frameId, cameraId, receivedAt });
     const g = outcome.frame;
     return reply.send(avaAnswer(outcome.prediction, { width: g.frameWidth, height: g.frameHeight }));

@@ -5,7 +5,9 @@ import type { ScoringEngine } from '../scoring/engine.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
+import type { LayoutStore } from '../layouts/store.js';
 import { healthRoutes } from './health-routes.js';
+import { layoutRoutes } from './layout-routes.js';
 import { metricsRoute } from './metrics-route.js';
 import { modelRoutes, type ModelStatusSource } from './model-routes.js';
 import { scoreRoutes } from './score-routes.js';
@@ -17,6 +19,8 @@ export interface ServerDeps {
   logger: Logger;
   /** The model lifecycle's status and last error (their one owner). */
   models: ModelStatusSource;
+  /** Board layouts; without them `?layout=` and the layout routes are absent. */
+  layouts?: LayoutStore;
 }
 
 /** Builds the HTTP app; it never listens (app.ts does, last, once everything else started). */
@@ -26,6 +30,7 @@ export async function buildServer({
   metrics,
   logger,
   models,
+  layouts,
 }: ServerDeps): Promise<FastifyInstance> {
   // Typed as fastify's logger interface so route plugins stay generic over the logger.
   const loggerInstance: FastifyBaseLogger = logger.child({ component: 'http' });
@@ -90,6 +95,8 @@ export async function buildServer({
     models,
     apiToken: config.apiToken,
     bodyLimitBytes: config.bodyLimitBytes,
+    ...(layouts ? { layouts } : {}),
   });
+  if (layouts) await app.register(layoutRoutes, { layouts, apiToken: config.apiToken });
   return app;
 }
