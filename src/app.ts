@@ -8,6 +8,7 @@ import { CaptureService } from './capture/service.js';
 import type { Config } from './config.js';
 import { consoleUrl, createConsole } from './console/console.js';
 import { buildServer } from './http/server.js';
+import { LayoutStore } from './layouts/store.js';
 import { component, Lifecycle, type Component } from './lifecycle.js';
 import { ModelFetcher } from './models/fetcher.js';
 import { ModelManager, type LifecycleEvent } from './models/manager.js';
@@ -67,6 +68,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   const { ModuleClient } = azureIotDevice;
   const metrics = new Metrics();
   const engine = new ScoringEngine(config, logger, metrics);
+  const layouts = new LayoutStore({ dataDir: config.dataDir, maxRegions: config.maxRegions, logger });
   const store = new ModelStore({ dataDir: config.dataDir, keep: config.modelCacheVersions, logger });
   let ca: string | undefined;
   const fetcher = new ModelFetcher({
@@ -265,6 +267,11 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
       },
     ),
     component(
+      'layouts',
+      () => layouts.start(),
+      () => layouts.stop(),
+    ),
+    component(
       'engine',
       () => undefined,
       () => engine.stop(),
@@ -311,6 +318,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           logger,
           models: manager,
           capture,
+          layouts,
           extraRoutes: consoleUi && (async (app) => app.register(consoleUi.routes, { models: manager })),
         });
         if (signal.aborted) return;

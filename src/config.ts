@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
 import { CAPTURE_FIELDS } from './capture/config-fields.js';
 import { EdgeError, ErrorCodes } from './errors.js';
+import { LAYOUT_FIELDS } from './config-layouts.js';
 
 /** Execution providers the daemon knows how to ask onnxruntime for, best first. */
 export const EXECUTION_PROVIDERS = ['tensorrt', 'cuda', 'cpu'] as const;
@@ -180,6 +181,7 @@ export const FIELDS = {
     schema: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
     default: String(100_000_000),
   },
+  ...LAYOUT_FIELDS,
   ...SCORING_FIELDS,
   warmupRuns: {
     env: 'WARMUP_RUNS',

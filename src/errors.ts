@@ -16,6 +16,14 @@ export const ErrorCodes = {
   RAW_HEADERS_INVALID: 'EDGE_ERR_RAW_HEADERS_INVALID',
   /** Raw frame body length does not match width × height × channels. */
   RAW_SIZE_MISMATCH: 'EDGE_ERR_RAW_SIZE_MISMATCH',
+  /** A board layout named in the request or twin is not registered. */
+  LAYOUT_NOT_FOUND: 'EDGE_ERR_LAYOUT_NOT_FOUND',
+  /** A layout or ad-hoc region list is malformed or empty. */
+  LAYOUT_INVALID: 'EDGE_ERR_LAYOUT_INVALID',
+  /** A region (turned by its angle) reaches outside the posted frame. */
+  REGION_OUT_OF_FRAME: 'EDGE_ERR_REGION_OUT_OF_FRAME',
+  /** More regions than MAX_REGIONS in one layout or request. */
+  TOO_MANY_REGIONS: 'EDGE_ERR_TOO_MANY_REGIONS',
   /** The scoring queue is full; retry after the advertised delay. */
   QUEUE_FULL: 'EDGE_ERR_QUEUE_FULL',
   /** Missing or wrong bearer token. */
@@ -67,6 +75,10 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   EDGE_ERR_UNSUPPORTED_MEDIA_TYPE: 415,
   EDGE_ERR_RAW_HEADERS_INVALID: 400,
   EDGE_ERR_RAW_SIZE_MISMATCH: 422,
+  EDGE_ERR_LAYOUT_NOT_FOUND: 404,
+  EDGE_ERR_LAYOUT_INVALID: 400,
+  EDGE_ERR_REGION_OUT_OF_FRAME: 422,
+  EDGE_ERR_TOO_MANY_REGIONS: 413,
   EDGE_ERR_QUEUE_FULL: 429,
   EDGE_ERR_UNAUTHORIZED: 401,
   EDGE_ERR_NOT_READY: 503,

@@ -4,15 +4,13 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
 import type { FramePrediction } from '../scoring/prediction.js';
-import {
-  ACCEPTED_MEDIA_TYPES,
-  RAW_FORMATS,
-  type AcceptedMediaType,
-  type FrameInput,
-  type RawFormat,
-} from '../scoring/preprocess.js';
+import { PIXEL_FORMAT_NAMES, pixelFormat } from '../scoring/pixel-formats/index.js';
+import { ACCEPTED_MEDIA_TYPES, type AcceptedMediaType, type FrameInput } from '../scoring/preprocess.js';
+import type { Layout } from '../layouts/schema.js';
+import type { LayoutStore } from '../layouts/store.js';
 import { anomalyAnswer, anomalyInferences, includesOf } from './anomaly-answer.js';
 import { bearerGuard } from './auth.js';
+import { boardAnswer, boardAvaAnswer } from './board-answer.js';
 import type { ModelStatusSource } from './model-routes.js';
 
 export interface ScoreRouteOptions {
@@ -20,6 +18,8 @@ export interface ScoreRouteOptions {
   models: ModelStatusSource;
   apiToken: string | undefined;
   bodyLimitBytes: number;
+  /** Board layouts for `?layout=` (README, "Board layouts"). */
+  layouts?: LayoutStore;
 }
 
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
@@ -51,6 +51,16 @@ function rawDimension(request: FastifyRequest, name: string): number {
   return n;
 }
 
+/** `X-Frame-Bits`, when sent: the significant bits of each pixel (README, "Raw pixel formats"). */
+function rawBits(request: FastifyRequest): { bits?: number } {
+  const v = header(request, 'x-frame-bits');
+  if (v === undefined) return {};
+  if (!/^\d{1,2}$/.test(v)) {
+    throw new EdgeError(ErrorCodes.RAW_HEADERS_INVALID, 'X-Frame-Bits must be an integer');
+  }
+  return { bits: Number(v) };
+}
+
 /** Turns the request into a frame, checking media type and raw headers; nothing is decoded here. */
 function frameFrom(request: FastifyRequest): FrameInput {
   const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -63,16 +73,30 @@ function frameFrom(request: FastifyRequest): FrameInput {
   const frame: FrameInput = { body: request.body, mediaType: mediaType as AcceptedMediaType };
   if (mediaType === 'application/octet-stream') {
     const format = header(request, 'x-frame-format')?.toLowerCase();
-    if (!format || !(format in RAW_FORMATS)) {
-      throw new EdgeError(ErrorCodes.RAW_HEADERS_INVALID, 'X-Frame-Format must be mono8, rgb8 or bgr8');
+    if (!format || !pixelFormat(format)) {
+      throw new EdgeError(
+        ErrorCodes.RAW_HEADERS_INVALID,
+        `X-Frame-Format must be one of ${PIXEL_FORMAT_NAMES.join(', ')}`,
+      );
     }
     frame.raw = {
-      format: format as RawFormat,
+      format,
       width: rawDimension(request, 'x-frame-width'),
       height: rawDimension(request, 'x-frame-height'),
+      ...rawBits(request),
     };
   }
   return frame;
+}
+
+/** The layout `?layout=` names, if any; LAYOUT_NOT_FOUND when it is not registered. */
+function layoutOf(request: FastifyRequest, layouts: LayoutStore | undefined): Layout | undefined {
+  const name = (request.query as { layout?: unknown }).layout;
+  if (name === undefined) return undefined;
+  if (typeof name !== 'string' || !layouts) {
+    throw new EdgeError(ErrorCodes.LAYOUT_NOT_FOUND, 'no such layout');
+  }
+  return layouts.get(name);
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000;
@@ -163,6 +187,17 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
+    const layout = layoutOf(request, opts.layouts);
+    if (layout) {
+      const board = await engine.scoreRegions(frameFrom(request), layout.regions, {
+        frameId,
+        cameraId,
+        receivedAt,
+        layout: layout.name,
+      });
+      const ids = { frameId, cameraId, layout: layout.name };
+      return reply.send(boardAnswer(ids, layout.regions, board, reply.elapsedTime));
+    }
     const includes = includesOf(request);
     const outcome = await engine.score(frameFrom(request), { frameId, cameraId, receivedAt });
     const a = outcome.prediction.anomaly;
@@ -174,6 +209,12 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
+    const layout = layoutOf(request, opts.layouts);
+    if (layout) {
+      const meta = { frameId, cameraId, receivedAt, layout: layout.name };
+      const board = await engine.scoreRegions(frameFrom(request), layout.regions, meta);
+      return reply.send(boardAvaAnswer(layout.regions, board));
+    }
     const outcome = await engine.score(frameFrom(request), { frameId, cameraId, receivedAt });
     const g = outcome.frame;
     return reply.send(avaAnswer(outcome.prediction, { width: g.frameWidth, height: g.frameHeight }));

@@ -7,7 +7,9 @@ import { EdgeError, ErrorCodes } from '../errors.js';
 import type { CaptureService } from '../capture/service.js';
 import { captureRoutes } from './capture-routes.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
+import type { LayoutStore } from '../layouts/store.js';
 import { healthRoutes } from './health-routes.js';
+import { layoutRoutes } from './layout-routes.js';
 import { metricsRoute } from './metrics-route.js';
 import { modelRoutes, type ModelStatusSource } from './model-routes.js';
 import { scoreRoutes } from './score-routes.js';
@@ -23,6 +25,8 @@ export interface ServerDeps {
   extraRoutes?: (app: FastifyInstance) => Promise<unknown>;
   /** Capture for retraining; its review API is served when given. */
   capture?: CaptureService;
+  /** Board layouts; without them `?layout=` and the layout routes are absent. */
+  layouts?: LayoutStore;
 }
 
 /** Builds the HTTP app; it never listens (app.ts does, last, once everything else started). */
@@ -34,6 +38,7 @@ export async function buildServer({
   models,
   extraRoutes,
   capture,
+  layouts,
 }: ServerDeps): Promise<FastifyInstance> {
   // Typed as fastify's logger interface so route plugins stay generic over the logger.
   const loggerInstance: FastifyBaseLogger = logger.child({ component: 'http' });
@@ -99,7 +104,9 @@ export async function buildServer({
     models,
     apiToken: config.apiToken,
     bodyLimitBytes: config.bodyLimitBytes,
+    ...(layouts ? { layouts } : {}),
   });
   await extraRoutes?.(app);
+  if (layouts) await app.register(layoutRoutes, { layouts, apiToken: config.apiToken });
   return app;
 }

@@ -14,6 +14,8 @@ import {
 import type { FrameGeometry } from './geometry.js';
 import type { FramePrediction } from './prediction.js';
 import { prepareFrame, type FrameInput } from './preprocess.js';
+import { scoreBoard, type BoardResult, type RegionResult } from './board.js';
+import type { Region } from './regions.js';
 
 export interface ScoreOutcome {
   model: { name: string; version: string };
@@ -48,6 +50,10 @@ export interface ScoredFrame extends FrameMeta {
   batchSize: number;
   /** When the answer was ready (ISO 8601). */
   at: string;
+  /** A board scored by regions: one result per region (the prediction is the board verdict). */
+  regions?: RegionResult[];
+  /** The layout the regions came from, if any. */
+  layout?: string;
 }
 
 export type EngineStatus = 'starting' | 'ready' | 'stopping' | 'stopped';
@@ -227,6 +233,68 @@ export class ScoringEngine {
       at: new Date().toISOString(),
     });
     return outcome;
+  }
+
+  /**
+   * Scores every region of a board with the active model: one decode, the regions admitted
+   * together against the queue and batched together, then one scored frame per board published
+   * with its regions (docs/architecture.md, "The path of a frame").
+   */
+  async scoreRegions(
+    frame: FrameInput,
+    regions: readonly Region[],
+    meta: FrameMeta & { layout?: string },
+  ): Promise<BoardResult & { model: ScoreOutcome['model']; task: ScoreOutcome['task'] }> {
+    const runtime = this.runtimes.get('active');
+    if (!runtime || this.status !== 'ready') {
+      throw new EdgeError(
+        ErrorCodes.NOT_READY,
+        this.stopping ? 'the daemon is stopping' : 'no model is ready',
+      );
+    }
+    let board: BoardResult;
+    try {
+      board = await scoreBoard(
+        runtime,
+        frame,
+        regions,
+        { maxPixels: this.config.maxFramePixels },
+        this.metrics,
+      );
+    } catch (err) {
+      if (err instanceof EdgeError && err.code === ErrorCodes.QUEUE_FULL) this.rejectedFrames++;
+      throw err;
+    }
+    const { manifest, sha256 } = runtime.info;
+    for (const r of board.regions) this.record(r.prediction, manifest.task);
+    const prediction: FramePrediction = { defect: board.defect };
+    this.frames.publish({
+      ...meta,
+      frame,
+      role: runtime.role,
+      model: { name: manifest.name, version: manifest.version, sha256 },
+      task: manifest.task,
+      prediction,
+      geometry: {
+        frameWidth: board.width,
+        frameHeight: board.height,
+        scaleX: 1,
+        scaleY: 1,
+        offsetX: 0,
+        offsetY: 0,
+      },
+      timing: {
+        queueMs: 0,
+        preprocessMs: board.timing.decodeMs + board.timing.preprocessMs,
+        inferenceMs: board.timing.inferenceMs,
+        postprocessMs: 0,
+        totalMs: meta.receivedAt === undefined ? 0 : performance.now() - meta.receivedAt,
+      },
+      batchSize: Math.max(0, ...board.regions.map((r) => r.batchSize)),
+      at: new Date().toISOString(),
+      regions: board.regions,
+    });
+    return { ...board, model: { name: manifest.name, version: manifest.version }, task: manifest.task };
   }
 
   /**

@@ -7,10 +7,11 @@ import type { InputSpec } from './manifest.js';
 import { channelsOf } from './manifest.js';
 import { decodeSmallPng, isPng, pngSize, SMALL_PNG_MAX_PIXELS } from './png-small.js';
 import { geometryFor, type FrameGeometry } from './geometry.js';
+import { decodeRaw } from './pixel-formats/index.js';
 import { resampleFrame, type PixelSource, type Placement } from './resample.js';
 
-export const RAW_FORMATS = { mono8: 1, rgb8: 3, bgr8: 3 } as const;
-export type RawFormat = keyof typeof RAW_FORMATS;
+/** A name from the pixel-format registry (`scoring/pixel-formats/`). */
+export type RawFormat = string;
 
 /** Media types accepted on the scoring routes; anything else is 415. */
 export const ACCEPTED_MEDIA_TYPES = [
@@ -30,6 +31,8 @@ export interface RawFrameInfo {
   format: RawFormat;
   width: number;
   height: number;
+  /** Significant bits (`X-Frame-Bits`); the format's default when absent. */
+  bits?: number;
 }
 
 export type InputTensorData = Float32Array | Uint8Array;
@@ -155,33 +158,25 @@ function openRaw(body: Buffer, raw: RawFrameInfo | undefined, limits: Preprocess
   if (!raw) {
     throw new EdgeError(
       ErrorCodes.RAW_HEADERS_INVALID,
-      'application/octet-stream frames need X-Frame-Format (mono8, rgb8, bgr8), X-Frame-Width and X-Frame-Height',
+      'application/octet-stream frames need X-Frame-Format, X-Frame-Width and X-Frame-Height',
     );
   }
-  const { width, height, format } = raw;
+  const { width, height } = raw;
   if (width * height > limits.maxPixels) throw tooLarge(width, height, limits.maxPixels);
-  const channels = RAW_FORMATS[format];
-  const expected = width * height * channels;
-  if (body.length !== expected) {
-    throw new EdgeError(
-      ErrorCodes.RAW_SIZE_MISMATCH,
-      `a ${width}x${height} ${format} frame is ${expected} bytes; the body has ${body.length}`,
-      { expected, actual: body.length },
-    );
-  }
+  const px = decodeRaw(body, raw);
   if (inMemory(width, height)) {
     return {
-      pixels: { data: body, width, height, channels },
+      pixels: { data: px.data, width, height, channels: px.channels },
       width,
       height,
-      order: format === 'bgr8' ? 'bgr' : 'rgb',
+      order: px.order,
     };
   }
   return {
-    image: sharp(body, { raw: { width, height, channels } }),
+    image: sharp(px.data, { raw: { width, height, channels: px.channels } }),
     width,
     height,
-    order: format === 'bgr8' ? 'bgr' : 'rgb',
+    order: px.order,
   };
 }
 
