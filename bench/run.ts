@@ -12,7 +12,8 @@
  *      DNN on a static-shape copy of the model), saturated.
  * It prints frames/s, p50/p99 latency and the ratios, and writes them to bench/results/.
  *
- * Options: --seconds N (measurement window per point, default 12), --no-peer, --quick.
+ * Options: --seconds N (measurement window per point, default 12), --no-peer, --quick, --telemetry
+ * (the daemon sends every result upstream to the IoT Hub emulator, through its telemetry journal).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -27,6 +28,7 @@ import type { ScoringSettings } from '../src/config.js';
 import { ModelRuntime } from '../src/scoring/model-runtime.js';
 import { prepareFrame, type FrameInput } from '../src/scoring/preprocess.js';
 import { Metrics } from '../src/telemetry/metrics.js';
+import { startIotHubEmulator, type IotHubEmulator } from '../test/helpers/iothub-emulator.js';
 import { buildResNetLike, writeModelDir } from '../test/helpers/onnx-builder.js';
 import { startPeer } from './peer.js';
 
@@ -38,6 +40,7 @@ const option = (name: string, fallback: number): number => {
   return i >= 0 && args[i + 1] ? Number(args[i + 1]) : fallback;
 };
 const QUICK = flag('quick');
+const TELEMETRY = flag('telemetry');
 const SECONDS = option('seconds', QUICK ? 5 : 12);
 const FRAME_W = 1280;
 const FRAME_H = 1024;
@@ -343,10 +346,12 @@ async function startDaemonProcess(
   a: Arrangement,
   port: number,
   dataDir: string,
+  extraEnv: Record<string, string> = {},
 ): Promise<ChildProcess> {
   const child = spawn(process.execPath, [path.join(ROOT, 'dist/main.js')], {
     env: {
       ...process.env,
+      ...extraEnv,
       HOST: '127.0.0.1',
       PORT: String(port),
       MODEL_PATH: modelPath,
@@ -430,7 +435,18 @@ async function main(): Promise<void> {
 
     // (b) the daemon over HTTP, in its own process, with the best arrangement.
     const port = 18080;
-    const daemon = await startDaemonProcess(dyn.modelPath, search.a, port, path.join(work, 'data'));
+    // --telemetry: every result goes upstream (the journal, the publisher, the SDK over TLS).
+    let hub: IotHubEmulator | undefined;
+    if (TELEMETRY) hub = await startIotHubEmulator({ desired: { telemetry: { results: 'all' } } });
+    const daemon = await startDaemonProcess(
+      dyn.modelPath,
+      search.a,
+      port,
+      path.join(work, 'data'),
+      hub?.env() ?? {},
+    );
+    // Connected once its start event is upstream.
+    await hub?.waitForMessages((m) => m.output === 'events', 30_000);
     const url = `http://127.0.0.1:${port}/v1/score`;
     const connections = Math.max(8, search.a.workers * search.a.maxBatchSize * 2 + 2);
     // Saturated: the best arrangement in process and the daemon, alternated in three rounds so
@@ -481,6 +497,17 @@ async function main(): Promise<void> {
     log(`daemon HTTP one connection (alternated with it): ${fmt(one)}`);
     log(`loopback floor (same body to a bare node:http server in another process): ${fmt(floor)}`);
     await stopProcess(daemon);
+    let telemetry: { results: number; messages: number } | undefined;
+    if (hub) {
+      const msgs = hub.messages('results');
+      const results = msgs.reduce(
+        (n, m) => n + (JSON.parse(m.body.toString('utf8')) as { results: unknown[] }).results.length,
+        0,
+      );
+      telemetry = { results, messages: msgs.length };
+      log(`telemetry: ${results} results upstream in ${msgs.length} messages`);
+      await hub.close();
+    }
 
     // (c) the Python peer, same frames, static copy of the same model.
     let peer: Point | undefined;
@@ -522,6 +549,7 @@ async function main(): Promise<void> {
       daemon: { arrangement: limit.a, connections, saturated, half, one },
       loopbackFloor: floor,
       peer,
+      telemetry,
       ratios,
     };
     await mkdir(path.join(ROOT, 'bench/results'), { recursive: true });

@@ -83,9 +83,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           buffer: new TelemetryBuffer({
             dataDir: config.dataDir,
             maxItems: config.telemetryBufferItems,
-            spillIntervalMs: 2000,
+            syncIntervalMs: config.telemetryJournalSyncMs,
             logger,
             onDrop: (item) => metrics.telemetryDropped.inc({ output: item.output }),
+            onJournalError: () => metrics.telemetryJournalErrors.inc(),
           }),
           metrics,
           logger,

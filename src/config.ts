@@ -55,6 +55,7 @@ export interface Config {
   iothubBackoffMaxMs: number;
   telemetryBufferItems: number;
   telemetryMaxMessagesPerSec: number;
+  telemetryJournalSyncMs: number;
   gpuDeviceId: number;
   tensorrtFp16: boolean;
   tensorrtEngineCache: boolean;
@@ -111,7 +112,7 @@ export const FIELDS = {
   },
   dataDir: {
     env: 'DATA_DIR',
-    doc: 'Directory for the model cache and spilled telemetry.',
+    doc: 'Directory for the model cache and the telemetry journal.',
     schema: { type: 'string', minLength: 1 },
     default: '.data',
   },
@@ -311,6 +312,13 @@ export const FIELDS = {
     default: '20',
     parse: Number,
   },
+  telemetryJournalSyncMs: {
+    env: 'TELEMETRY_JOURNAL_SYNC_MS',
+    doc: 'Telemetry waiting for IoT Hub is written to a journal under DATA_DIR/telemetry as it is produced, and synced to disk (fdatasync) in groups at most this often, ms: a killed process loses no answered result, a power loss about this interval plus the sync.',
+    schema: { type: 'integer', minimum: 5, maximum: 1000 },
+    default: '50',
+    parse: Number,
+  },
   gpuDeviceId: {
     env: 'GPU_DEVICE_ID',
     doc: 'CUDA device the cuda and tensorrt providers run on.',
@@ -405,6 +413,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     iothubBackoffMaxMs: v.iothubBackoffMaxMs,
     telemetryBufferItems: v.telemetryBufferItems,
     telemetryMaxMessagesPerSec: v.telemetryMaxMessagesPerSec,
+    telemetryJournalSyncMs: v.telemetryJournalSyncMs,
     gpuDeviceId: v.gpuDeviceId,
     tensorrtFp16: v.tensorrtFp16,
     tensorrtEngineCache: v.tensorrtEngineCache,
