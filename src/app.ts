@@ -104,9 +104,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           buffer: new TelemetryBuffer({
             dataDir: config.dataDir,
             maxItems: config.telemetryBufferItems,
-            spillIntervalMs: config.telemetrySpillIntervalMs,
+            syncIntervalMs: config.telemetryJournalSyncMs,
             logger,
             onDrop: (item) => metrics.telemetryDropped.inc({ output: item.output }),
+            onJournalError: () => metrics.telemetryJournalErrors.inc(),
           }),
           metrics,
           logger,

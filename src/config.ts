@@ -158,7 +158,7 @@ export const FIELDS = {
   },
   dataDir: {
     env: 'DATA_DIR',
-    doc: 'Directory for the model cache and spilled telemetry.',
+    doc: 'Directory for the model cache and the telemetry journal.',
     schema: { type: 'string', minLength: 1 },
     default: '.data',
   },
@@ -322,11 +322,11 @@ export const FIELDS = {
     schema: { type: 'integer', minimum: 100, maximum: 600000 },
     default: '30000',
   },
-  telemetrySpillIntervalMs: {
-    env: 'TELEMETRY_SPILL_INTERVAL_MS',
-    doc: 'Pending telemetry is written to DATA_DIR at most this often, ms, and at stop, so a restart sends it.',
-    schema: { type: 'integer', minimum: 100, maximum: 600000 },
-    default: '2000',
+  telemetryJournalSyncMs: {
+    env: 'TELEMETRY_JOURNAL_SYNC_MS',
+    doc: 'Telemetry waiting for IoT Hub is written to a journal under DATA_DIR/telemetry as it is produced, and synced to disk (fdatasync) in groups at most this often, ms: a killed process loses no answered result, a power loss about this interval plus the sync.',
+    schema: { type: 'integer', minimum: 5, maximum: 1000 },
+    default: '50',
   },
   telemetryFlushTimeoutMs: {
     env: 'TELEMETRY_FLUSH_TIMEOUT_MS',

@@ -1,25 +1,11 @@
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { OUTPUTS, type Item, type Output } from './item.js';
+import { Journal, type OpenBatch } from './journal.js';
+import { readLegacyPending, removeLegacyPending } from './legacy-pending.js';
 
-export const OUTPUTS = ['results', 'events', 'stats', 'captures'] as const;
-export type Output = (typeof OUTPUTS)[number];
-
-/** One produced item: a frame result, a lifecycle event or a stats snapshot. */
-export interface Item {
-  /** Monotonic sequence, unique per daemon data dir. */
-  seq: number;
-  output: Output;
-  /** Routing group: items of one message share it (results: defect flag + model version). */
-  group: string;
-  /** Message properties shared by the group. */
-  properties: Record<string, string>;
-  /** The body, serialised once when the item is produced (JSON). */
-  json: string;
-  /** Size of `json`, bytes (UTF-8). */
-  bytes: number;
-  producedAt: number;
-}
+export { OUTPUTS, type Item, type Output } from './item.js';
 
 export interface Account {
   produced: number;
@@ -28,45 +14,23 @@ export interface Account {
   pending: number;
 }
 
-/** On disk, an item carries its body as JSON (`body`), not as a string of it. */
-type SpilledItem = Omit<Item, 'json'> & { body: unknown };
-
-interface Snapshot {
-  version: 1;
-  nextSeq: number;
-  items: SpilledItem[];
-}
-
-/** Items serialised per write while spilling; the event loop runs between writes. */
-const SPILL_CHUNK = 1000;
-
-function isSpilledItem(v: unknown): v is SpilledItem {
-  const it = v as SpilledItem | null;
-  return (
-    typeof it === 'object' &&
-    it !== null &&
-    Number.isSafeInteger(it.seq) &&
-    OUTPUTS.includes(it.output) &&
-    typeof it.group === 'string' &&
-    typeof it.properties === 'object' &&
-    it.properties !== null &&
-    it.body !== undefined
-  );
-}
-
-/** One item as spilled: the cached body JSON spliced in, so bodies are never serialised again. */
-function spilledJson(it: Item): string {
-  const { seq, output, group, properties, bytes, producedAt } = it;
-  const head = JSON.stringify({ seq, output, group, properties, bytes, producedAt });
-  return `${head.slice(0, -1)},"body":${it.json}}`;
+/** The items of one message and the id it is sent under. */
+export interface Batch {
+  /** Stable across resends and restarts: journal id, output, first and last sequence as first sent. */
+  id: string;
+  items: Item[];
 }
 
 /**
  * The bounded upstream buffer with an exact account per output: produced = delivered + dropped +
- * pending, always. When full, the oldest item is dropped (and counted). Pending items are spilled
- * to `<dataDir>/telemetry/pending.json` (atomically, at most every spillIntervalMs and on stop), so
- * results pending at a restart are sent after it; items restored from disk count as produced again
- * in the new process, so the account stays exact per process lifetime.
+ * pending, always. When full, the oldest item is dropped (and counted). Every item, every delivery
+ * or drop and every message about to be sent is written to a journal under
+ * `<dataDir>/telemetry/journal` (items as they are pushed) and synced to disk in groups every
+ * syncIntervalMs (README, "Upstream telemetry"; docs/telemetry-journal.md): a killed process loses
+ * nothing it answered, a power loss at most the last group, and a message sent before a crash is
+ * sent again after it with the same items under the same id. Items restored
+ * from the journal count as produced again in the new process, so the account stays exact per
+ * process lifetime.
  */
 export class TelemetryBuffer {
   /** Slots before the head are cleared as it passes them, so delivered items are freed at once. */
@@ -79,21 +43,41 @@ export class TelemetryBuffer {
   private readonly accounts = new Map<Output, Account>(
     OUTPUTS.map((o) => [o, { produced: 0, delivered: 0, dropped: 0, pending: 0 }]),
   );
-  private dirty = false;
-  private spillTimer: NodeJS.Timeout | undefined;
-  private spilling: Promise<void> | undefined;
-  private readonly file: string;
+  private readonly dir: string;
+  private readonly journal: Journal;
+  private journalId: string | undefined;
+  /** The message being sent (or sent and not yet acknowledged): resent as it was. */
+  private open: { id: string; items: Item[] } | undefined;
 
   constructor(
     private readonly opts: {
       dataDir: string;
       maxItems: number;
-      spillIntervalMs: number;
+      /** Journal writes are synced to disk at most this often, ms: what a power loss can lose. */
+      syncIntervalMs: number;
       logger: Logger;
       onDrop?: (item: Item) => void;
+      /** Called for every failed journal write or sync. */
+      onJournalError?: (err: unknown) => void;
     },
   ) {
-    this.file = path.join(opts.dataDir, 'telemetry', 'pending.json');
+    this.dir = path.join(opts.dataDir, 'telemetry');
+    this.journal = new Journal(
+      {
+        dir: path.join(this.dir, 'journal'),
+        syncIntervalMs: opts.syncIntervalMs,
+        logger: opts.logger,
+        ...(opts.onJournalError ? { onError: opts.onJournalError } : {}),
+      },
+      {
+        nextSeq: () => this.nextSeq,
+        firstWaitingSeq: () => this.items[this.head]?.seq ?? this.nextSeq,
+        waiting: () =>
+          this.items.slice(this.head).filter((it): it is Item => it !== undefined && !this.done.has(it)),
+        isWaiting: (it) => !this.done.has(it) && this.isWaiting(it),
+        openBatch: () => this.openRecord(),
+      },
+    );
   }
 
   get capacity(): number {
@@ -109,38 +93,61 @@ export class TelemetryBuffer {
     return { ...this.accounts.get(output)! };
   }
 
-  /** Restores items spilled by the previous process; items that are not well-formed are skipped. */
+  /**
+   * Restores what the journal holds (and what an earlier version spilled to pending.json); must
+   * run before the first push. Returns how many items were restored.
+   */
   async load(): Promise<number> {
-    let snap: Snapshot;
-    try {
-      snap = JSON.parse(await readFile(this.file, 'utf8')) as Snapshot;
-    } catch {
-      return 0;
+    if (this.journalId !== undefined) throw new Error('TelemetryBuffer.load() runs once');
+    const replay = await this.journal.replay();
+    const legacy = await readLegacyPending(this.dir);
+    this.journalId = replay.journalId ?? randomBytes(4).toString('hex');
+    this.journal.start(this.journalId);
+    this.nextSeq = Math.max(this.nextSeq, replay.nextSeq, legacy.nextSeq);
+    const taken = legacy.items.filter((r) => !replay.items.has(r.seq));
+    const records = [...replay.items.values(), ...taken].sort((a, b) => a.seq - b.seq);
+    const fromLegacy = new Set(taken.map((r) => r.seq));
+    for (const r of records) {
+      this.nextSeq = Math.max(this.nextSeq, r.seq + 1);
+      const item: Item = {
+        seq: r.seq,
+        output: r.output,
+        group: r.group,
+        properties: r.properties,
+        json: r.json,
+        bytes: Buffer.byteLength(r.json),
+        producedAt: r.producedAt,
+      };
+      this.enqueue(item, fromLegacy.has(item.seq));
     }
-    if (snap?.version !== 1 || !Array.isArray(snap.items)) return 0;
-    if (Number.isSafeInteger(snap.nextSeq)) this.nextSeq = Math.max(this.nextSeq, snap.nextSeq);
-    let restored = 0;
-    for (const raw of snap.items as unknown[]) {
-      if (!isSpilledItem(raw)) continue;
-      const { body, ...rest } = raw;
-      const json = JSON.stringify(body);
-      this.nextSeq = Math.max(this.nextSeq, rest.seq + 1);
-      const producedAt = Number.isFinite(rest.producedAt) ? rest.producedAt : Date.now();
-      this.enqueue({ ...rest, json, bytes: Buffer.byteLength(json), producedAt });
-      restored++;
-    }
-    this.opts.logger.info({ component: 'telemetry', restored }, 'restored pending telemetry');
-    return restored;
+    if (replay.open) this.reopen(replay.open);
+    // pending.json goes once its items are in the journal, and with it any spill's temporary file.
+    if (taken.length > 0) await this.flush();
+    await removeLegacyPending(this.dir);
+    this.opts.logger.info(
+      { component: 'telemetry', restored: records.length, fromPendingJson: taken.length },
+      'restored pending telemetry',
+    );
+    return records.length;
+  }
+
+  private reopen(open: OpenBatch): void {
+    const seqs = new Set(open.seqs);
+    const items = this.items
+      .slice(this.head)
+      .filter((it): it is Item => it !== undefined && seqs.has(it.seq) && !this.done.has(it));
+    if (items.length > 0) this.open = { id: open.id, items };
   }
 
   /** Adds an item, dropping the oldest when the buffer is full. */
   push(item: Omit<Item, 'seq'>): Item {
+    if (this.journalId === undefined) throw new Error('TelemetryBuffer.load() must run before push()');
     const full = { ...item, seq: this.nextSeq++ };
-    this.enqueue(full);
+    this.enqueue(full, true);
     return full;
   }
 
-  private enqueue(item: Item): void {
+  private enqueue(item: Item, journal: boolean): void {
     if (this.waiting >= this.opts.maxItems) {
       const oldest = this.items[this.head]!;
       this.done.add(oldest);
@@ -148,6 +155,7 @@ export class TelemetryBuffer {
       const a = this.accounts.get(oldest.output)!;
       a.dropped++;
       a.pending--;
+      this.journal.finished(oldest.seq);
       this.opts.onDrop?.(oldest);
       this.advance();
     }
@@ -156,7 +164,7 @@ export class TelemetryBuffer {
     const a = this.accounts.get(item.output)!;
     a.produced++;
     a.pending++;
-    this.markDirty();
+    if (journal) this.journal.produced(item);
   }
 
   /** Moves the head past items already delivered or dropped. */
@@ -173,14 +181,21 @@ export class TelemetryBuffer {
   }
 
   /**
-   * The next message's items: the oldest waiting item and the following ones of the same output
-   * and group (ok and defect results interleave; each group still fills whole messages), at most
-   * `maxItems`, whose bodies fit `maxBytes` together. The scan is bounded so a large backlog does
-   * not cost a pass over all of it per message.
+   * The next message's items. A message that was sent and not acknowledged (in this process or
+   * before a restart) comes first, as it was, less what was dropped since. Otherwise the oldest
+   * waiting item and the following ones of the same output and group (ok and defect results
+   * interleave; each group still fills whole messages), at most `maxItems`, whose bodies fit
+   * `maxBytes` together. The scan is bounded so a large backlog does not cost a pass over all of
+   * it per message.
    */
-  peekBatch(maxItems: number, maxBytes: number): Item[] {
+  peekBatch(maxItems: number, maxBytes: number): Batch | undefined {
+    if (this.open) {
+      const items = this.open.items.filter((it) => !this.done.has(it) && this.isWaiting(it));
+      if (items.length > 0) return { id: this.open.id, items };
+      this.open = undefined;
+    }
     const first = this.items[this.head];
-    if (!first) return [];
+    if (!first) return undefined;
     const batch: Item[] = [first];
     let bytes = first.bytes;
     const scanEnd = Math.min(this.items.length, this.head + maxItems * 8);
@@ -191,26 +206,42 @@ export class TelemetryBuffer {
       bytes += it.bytes + 1;
       batch.push(it);
     }
-    return batch;
+    const last = batch[batch.length - 1]!;
+    return { id: `${this.journalId}-${first.output}-${first.seq}-${last.seq}`, items: batch };
+  }
+
+  /**
+   * Records that `batch` is about to be sent, so that after a crash the same items go out again
+   * under the same id; resolves once the record is on disk.
+   */
+  async sending(batch: Batch): Promise<void> {
+    if (this.open?.id === batch.id) return;
+    this.open = { id: batch.id, items: batch.items };
+    await this.journal.opened(this.openRecord()!);
+  }
+
+  private openRecord(): OpenBatch | undefined {
+    return this.open && { id: this.open.id, seqs: this.open.items.map((it) => it.seq) };
   }
 
   /**
    * Marks a sent batch delivered; items dropped while it was in flight stay counted as dropped.
    * Returns how many items this delivery counted.
    */
-  delivered(batch: Item[]): number {
+  delivered(batch: Batch): number {
     let counted = 0;
-    for (const it of batch) {
+    for (const it of batch.items) {
       if (this.done.has(it) || !this.isWaiting(it)) continue;
       this.done.add(it);
       this.waiting--;
       const a = this.accounts.get(it.output)!;
       a.delivered++;
       a.pending--;
+      this.journal.finished(it.seq);
       counted++;
     }
+    if (this.open?.id === batch.id) this.open = undefined;
     this.advance();
-    this.markDirty();
     return counted;
   }
 
@@ -220,59 +251,14 @@ export class TelemetryBuffer {
     return head !== undefined && it.seq >= head.seq;
   }
 
-  private markDirty(): void {
-    this.dirty = true;
-    this.spillTimer ??= setTimeout(() => {
-      this.spillTimer = undefined;
-      void this.spill();
-    }, this.opts.spillIntervalMs);
-    this.spillTimer.unref();
+  /** Writes what the journal has queued now and resolves once it is on disk. */
+  async flush(): Promise<void> {
+    this.journal.flush();
+    await this.journal.durable();
   }
 
-  /**
-   * Writes the pending items atomically (a temporary file renamed over the last one); a failure is
-   * logged and retried at the next change. Bodies are written from their cached JSON, a chunk of
-   * items per write, so a full buffer (100,000 results, tens of MB) never holds the event loop for
-   * more than one chunk.
-   */
-  spill(): Promise<void> {
-    if (!this.dirty) return this.spilling ?? Promise.resolve();
-    this.spilling = (async () => {
-      await this.spilling;
-      this.dirty = false;
-      const items = this.items
-        .slice(this.head)
-        .filter((it): it is Item => it !== undefined && !this.done.has(it));
-      const tmp = `${this.file}.${process.pid}.tmp`;
-      try {
-        await mkdir(path.dirname(this.file), { recursive: true });
-        const fh = await open(tmp, 'w');
-        try {
-          await fh.write(`{"version":1,"nextSeq":${this.nextSeq},"items":[`);
-          for (let i = 0; i < items.length; i += SPILL_CHUNK) {
-            const chunk = items
-              .slice(i, i + SPILL_CHUNK)
-              .map(spilledJson)
-              .join(',');
-            await fh.write(i === 0 ? chunk : `,${chunk}`);
-          }
-          await fh.write(']}');
-        } finally {
-          await fh.close();
-        }
-        await rename(tmp, this.file);
-      } catch (err) {
-        this.dirty = true;
-        this.opts.logger.error({ component: 'telemetry', err }, 'spilling pending telemetry failed');
-      }
-    })();
-    return this.spilling;
-  }
-
+  /** Writes what is queued and closes the journal. */
   async close(): Promise<void> {
-    if (this.spillTimer) clearTimeout(this.spillTimer);
-    this.spillTimer = undefined;
-    this.dirty = true;
-    await this.spill();
+    await this.journal.close();
   }
 }

@@ -263,6 +263,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly telemetryJournalErrors = new Counter({
+    name: `${PREFIX}telemetry_journal_errors_total`,
+    help: 'Failed writes and syncs of the telemetry journal under DATA_DIR (disk full, I/O errors).',
+    registers: [this.registry],
+  });
+
   readonly iothubConnected = new Gauge({
     name: `${PREFIX}iothub_connected`,
     help: '1 while the IoT Hub (edgeHub) connection is up; 0 otherwise (and in standalone mode).',

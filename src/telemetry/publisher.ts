@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import azureIotDevice, { type Message } from 'azure-iot-device';
 import type { Logger } from 'pino';
@@ -6,7 +5,7 @@ import { Waker } from '../util/waker.js';
 import type { LifecycleEvent } from './events.js';
 import type { Metrics } from './metrics.js';
 import type { TelemetrySettings } from './settings.js';
-import { OUTPUTS, type Item, type Output, type TelemetryBuffer } from './buffer.js';
+import { OUTPUTS, type Batch, type Output, type TelemetryBuffer } from './buffer.js';
 
 /** IoT Hub and edgeHub refuse messages over 256 KiB, properties included. */
 export const MAX_MESSAGE_BYTES = 262_144;
@@ -37,7 +36,7 @@ export interface FrameResult {
 }
 
 export interface PublisherOptions {
-  /** The bounded buffer; exposed so start-up can restore what a previous process spilled. */
+  /** The bounded buffer; exposed so start-up can restore what a previous process journaled. */
   buffer: TelemetryBuffer;
   metrics: Metrics;
   logger: Logger;
@@ -64,7 +63,6 @@ export class TelemetryPublisher {
   private readonly waker = new Waker();
   private stopped = false;
   private statsTimer: NodeJS.Timeout | undefined;
-  private readonly instance = randomUUID().slice(0, 8);
   private window = {
     frames: 0,
     defects: 0,
@@ -89,7 +87,7 @@ export class TelemetryPublisher {
     opts.metrics.telemetryBufferCapacity.set(opts.buffer.capacity);
   }
 
-  /** Restores what a previous process spilled; restored items count as produced by this one. */
+  /** Restores what a previous process journaled; restored items count as produced by this one. */
   async restore(): Promise<void> {
     await this.opts.buffer.load();
     for (const o of OUTPUTS) {
@@ -237,16 +235,18 @@ export class TelemetryPublisher {
     if (!sender || sender.state !== 'connected') return 'idle';
     const { buffer } = this.opts;
     const batch = buffer.peekBatch(this.settings.maxBatchMessages, MAX_BODY - 64);
-    const first = batch[0];
-    if (!first) return 'idle';
+    const first = batch?.items[0];
+    if (!batch || !first) return 'idle';
     const due =
       first.output !== 'results' ||
-      batch.length >= this.settings.maxBatchMessages ||
+      batch.items.length >= this.settings.maxBatchMessages ||
       Date.now() - first.producedAt >= this.settings.flushIntervalMs ||
       this.stopped;
     if (!due) return 'idle';
     const message = this.toMessage(batch);
     try {
+      // On disk before it leaves: after a crash the same items go out under the same messageId.
+      await buffer.sending(batch);
       await sender.sendOutputEvent(first.output, message, timeoutMs);
       // Items dropped while the message was in flight stay counted as dropped, not delivered.
       const counted = buffer.delivered(batch);
@@ -257,23 +257,22 @@ export class TelemetryPublisher {
     } catch (err) {
       this.opts.metrics.telemetryMessages.inc({ output: first.output, outcome: 'failed' });
       this.opts.logger.warn(
-        { component: 'telemetry', output: first.output, items: batch.length, err },
+        { component: 'telemetry', output: first.output, items: batch.items.length, err },
         'send failed; will retry',
       );
       return 'failed';
     }
   }
 
-  private toMessage(batch: Item[]): Message {
-    const first = batch[0]!;
-    const last = batch[batch.length - 1]!;
+  private toMessage(batch: Batch): Message {
+    const first = batch.items[0]!;
     const body =
-      first.output === 'results' ? `{"results":[${batch.map((b) => b.json).join(',')}]}` : first.json;
+      first.output === 'results' ? `{"results":[${batch.items.map((b) => b.json).join(',')}]}` : first.json;
     const message = new azureIotDevice.Message(Buffer.from(body));
     message.contentType = 'application/json';
     message.contentEncoding = 'utf-8';
-    // Stable for the same items, so a resend after a lost acknowledgement can be de-duplicated.
-    message.messageId = `${this.instance}-${first.output}-${first.seq}-${last.seq}`;
+    // The same for the same items, across resends and restarts, so a consumer can de-duplicate.
+    message.messageId = batch.id;
     for (const [k, v] of Object.entries(first.properties)) message.properties.add(k, v);
     return message;
   }
@@ -283,14 +282,14 @@ export class TelemetryPublisher {
       this.opts.metrics.telemetryBuffer.set({ output: o }, this.opts.buffer.account(o).pending);
   }
 
-  /** Tries to deliver what is pending until `deadlineMs`, then spills the rest to disk. */
+  /** Tries to deliver what is pending until `deadlineMs`; the rest stays in the journal. */
   async stop(deadlineMs: number): Promise<void> {
     if (this.statsTimer) clearInterval(this.statsTimer);
     const end = Date.now() + deadlineMs;
     this.stopped = true;
     this.kick();
     // A send in flight may hang until its own timeout (the SDK retries while it reconnects):
-    // wait for it only until the deadline; its items are still pending and get spilled.
+    // wait for it only until the deadline; its items are still pending, in the journal.
     let timer: NodeJS.Timeout | undefined;
     const inFlight = await Promise.race([
       this.loop?.then(() => false),

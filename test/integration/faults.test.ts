@@ -528,7 +528,7 @@ describe('daemon start and restart', () => {
     }
     const dir = d.dir;
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    await d.app.stop(); // graceful: the pending results are spilled to DATA_DIR
+    await d.app.stop(); // graceful: the pending results stay in the journal under DATA_DIR
     daemons.splice(daemons.indexOf(d), 1);
     const again = await start({}, dir);
     const restored = await accounts(again);
@@ -564,7 +564,7 @@ describe('model download faults', () => {
     await expectAllDelivered(d, load.ok);
   }, 60_000);
 
-  it('disk full in DATA_DIR: the download fails with EDGE_ERR_STORAGE_FAILED and leaves nothing; spilling fails; scoring goes on; both recover with space', async (ctx) => {
+  it('disk full in DATA_DIR: the download fails with EDGE_ERR_STORAGE_FAILED and leaves nothing; journal writes fail and leave no temp file; scoring goes on; both recover with space', async (ctx) => {
     const dir = await tempDir('edge-scorer-diskfull-');
     const data = path.join(dir, 'data');
     await mkdir(data);
@@ -578,7 +578,7 @@ describe('model download faults', () => {
     hub.updateDesired({ model: desiredModel(server, v7) });
     const d = await start({}, dir);
     await waitReportedModel((m) => m.version === '7' && m.status === 'active', 'v7 active');
-    // Leave 64 KiB: the model below needs 300 KB, the results spilled below more than 64 KiB.
+    // Leave 64 KiB: the model below needs 300 KB, the results journaled below more than 64 KiB.
     const fs = await statfs(data);
     const filler = path.join(data, 'filler');
     await writeFile(filler, Buffer.alloc(fs.bavail * fs.bsize - 64 * 1024));
@@ -592,20 +592,22 @@ describe('model download faults', () => {
     expect(await readdir(path.join(data, 'tmp'))).toEqual([]);
     expect(await readdir(path.join(data, 'models'))).toEqual([v7.sha256]);
 
-    // Results pile up while the hub is away; their spill file no longer fits.
+    // Results pile up while the hub is away; their journal no longer fits.
     await hub.stop();
     await waitFor(
       () => (d.logs.some((l) => l.component === 'telemetry' && l.level === 50) ? true : undefined),
-      'a logged spill failure',
+      'a logged journal write failure',
       30_000,
     );
-    const spillError = d.logs.find((l) => l.component === 'telemetry' && l.level === 50)!;
-    expect((spillError.err as { code?: string }).code).toBe('ENOSPC');
-    const atSpillFailure = load.ok.length;
+    const journalError = d.logs.find((l) => l.component === 'telemetry' && l.level === 50)!;
+    expect((journalError.err as { code?: string }).code).toBe('ENOSPC');
+    const atJournalFailure = load.ok.length;
     await sleep(1000);
-    expect(load.ok.length).toBeGreaterThan(atSpillFailure + 10);
+    expect(load.ok.length).toBeGreaterThan(atJournalFailure + 10);
     expect(await servingVersion(d)).toBe('7');
-    const telemetryFiles = await readdir(path.join(data, 'telemetry'));
+    // Nothing is written to a temporary file: a failed write leaves only journal segments.
+    const telemetryFiles = await readdir(path.join(data, 'telemetry'), { recursive: true });
+    expect(telemetryFiles.filter((f) => !/^journal(\/\d{12}\.log)?$/.test(f))).toEqual([]);
 
     // Space again: the hub comes back, the results drain and the failed change is retried.
     await rm(filler);
@@ -620,7 +622,7 @@ describe('model download faults', () => {
     expect(load.failures).toEqual([]);
     await expectAllDelivered(d, load.ok);
     console.log(
-      `disk full: ${load.ok.length} frames scored; telemetry dir after the failed spill: ${JSON.stringify(telemetryFiles)}`,
+      `disk full: ${load.ok.length} frames scored; telemetry dir after the failed journal writes: ${JSON.stringify(telemetryFiles)}`,
     );
   }, 90_000);
 });

@@ -201,7 +201,7 @@ describe('upstream telemetry', () => {
         Array.from({ length: 8 }, (_, i) => `restart-${i}`).every((id) => deliveredIds().has(id))
           ? true
           : undefined,
-      'spilled results delivered',
+      'journaled results delivered',
       30_000,
     );
   });

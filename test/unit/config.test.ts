@@ -54,7 +54,7 @@ describe('loadConfig', () => {
       modelDownloadRetries: 5,
       modelDownloadBackoffMs: 1000,
       reportedRetryMs: 5000,
-      telemetrySpillIntervalMs: 2000,
+      telemetryJournalSyncMs: 50,
       telemetrySendTimeoutMs: 30_000,
       telemetryFlushTimeoutMs: 5000,
       desiredPropertiesPollMs: 1000,

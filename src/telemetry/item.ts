@@ -1,0 +1,18 @@
+export const OUTPUTS = ['results', 'events', 'stats', 'captures'] as const;
+export type Output = (typeof OUTPUTS)[number];
+
+/** One produced item: a frame result, a lifecycle event or a stats snapshot. */
+export interface Item {
+  /** Monotonic sequence, unique per daemon data dir. */
+  seq: number;
+  output: Output;
+  /** Routing group: items of one message share it (results: defect flag + model version). */
+  group: string;
+  /** Message properties shared by the group. */
+  properties: Record<string, string>;
+  /** The body, serialised once when the item is produced (JSON). */
+  json: string;
+  /** Size of `json`, bytes (UTF-8). */
+  bytes: number;
+  producedAt: number;
+}
