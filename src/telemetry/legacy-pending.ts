@@ -1,6 +1,6 @@
 import { readdir, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { ProducedRecord } from './journal.js';
+import type { ProducedRecord } from './journal-records.js';
 import { OUTPUTS } from './item.js';
 
 /*
