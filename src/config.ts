@@ -1,9 +1,8 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
-import { CAPTURE_FIELDS } from './capture/config-fields.js';
 import { EdgeError, ErrorCodes } from './errors.js';
-import { LAYOUT_FIELDS } from './config-layouts.js';
+import { CAPTURE_FIELDS, GPU_FIELDS, LAYOUT_FIELDS } from './config-features.js';
 
 /** Execution providers the daemon knows how to ask onnxruntime for, best first. */
 export const EXECUTION_PROVIDERS = ['tensorrt', 'cuda', 'cpu'] as const;
@@ -334,24 +333,7 @@ export const FIELDS = {
     schema: { type: 'integer', minimum: 0, maximum: 600000 },
     default: '5000',
   },
-  gpuDeviceId: {
-    env: 'GPU_DEVICE_ID',
-    doc: 'CUDA device the cuda and tensorrt providers run on.',
-    schema: { type: 'integer', minimum: 0, maximum: 63 },
-    default: '0',
-  },
-  tensorrtFp16: {
-    env: 'TENSORRT_FP16',
-    doc: 'Let TensorRT build fp16 engines (faster on GPUs with tensor cores; check accuracy per model).',
-    schema: { type: 'boolean' },
-    default: 'true',
-  },
-  tensorrtEngineCache: {
-    env: 'TENSORRT_ENGINE_CACHE',
-    doc: 'Cache built TensorRT engines under DATA_DIR/tensorrt-cache, so a restart does not rebuild them for minutes.',
-    schema: { type: 'boolean' },
-    default: 'true',
-  },
+  ...GPU_FIELDS,
   ...CAPTURE_FIELDS,
 } as const satisfies Record<string, Field>;
 

@@ -90,6 +90,8 @@ export class ModelStore {
   private readonly keep: number;
   private readonly log: Logger;
   private state: StoreState = { lastKnownGood: null, history: [] };
+  /** Models kept out of prune() by pin(), with their pin counts. */
+  private readonly pinned = new Map<string, number>();
   /** state.json writes run one after another; each writes the newest snapshot. */
   private writeChain: Promise<void> = Promise.resolve();
 
@@ -259,8 +261,26 @@ export class ModelStore {
    * `protect` (a model being downloaded or loaded that is not active yet). Returns the deleted
    * sha256s. Failures are logged; pruning is housekeeping and never fails the caller.
    */
+  /**
+   * Keeps a model out of prune() until the returned function is called: a model in use outside the
+   * active model's history (a shadow trial's candidate) must not vanish between put and load.
+   */
+  pin(sha256: string): () => void {
+    const sha = sha256.toLowerCase();
+    this.pinned.set(sha, (this.pinned.get(sha) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (this.pinned.get(sha) ?? 1) - 1;
+      if (n > 0) this.pinned.set(sha, n);
+      else this.pinned.delete(sha);
+    };
+  }
+
   async prune(protect: Iterable<string> = []): Promise<string[]> {
     const keep = new Set(this.state.history.slice(0, this.keep).map((h) => h.sha256));
+    for (const sha of this.pinned.keys()) keep.add(sha);
     const current = this.state.lastKnownGood?.sha256 ?? this.state.history[0]?.sha256;
     if (current !== undefined) keep.add(current);
     for (const sha of protect) if (/^[0-9a-fA-F]{64}$/.test(sha)) keep.add(sha.toLowerCase());

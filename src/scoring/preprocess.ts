@@ -240,8 +240,23 @@ export async function prepareFrame(
 function prepareInMemory(src: Source, g: Placement, spec: InputSpec): InputTensorData | undefined {
   const pixels = src.pixels ?? (src.png ? decodeSmallPng(src.png) : undefined);
   if (!pixels) return undefined;
+  return smallFrameTensor(pixels, g, src.order, spec);
+}
+
+/**
+ * The tensor of a frame small enough to resize here rather than in sharp (the same kernels, see
+ * bench/README.md, "Decoding"); undefined for a larger one. Board regions use it too, so a region
+ * gives exactly the tensor its crop would when posted alone.
+ */
+export function smallFrameTensor(
+  pixels: PixelSource,
+  g: Placement,
+  order: 'rgb' | 'bgr',
+  spec: InputSpec,
+): InputTensorData | undefined {
+  if (!inMemory(pixels.width, pixels.height)) return undefined;
   const resized = resampleFrame(pixels, g, spec.width, spec.height, spec.padValue);
-  return tensorize(resized.data, resized.channels, src.order, spec);
+  return tensorize(resized.data, resized.channels, order, spec);
 }
 
 /**

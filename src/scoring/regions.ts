@@ -4,7 +4,13 @@ import { EdgeError, ErrorCodes } from '../errors.js';
 import { geometryFor, type FrameGeometry } from './geometry.js';
 import type { InputSpec } from './manifest.js';
 import { decodeRaw } from './pixel-formats/index.js';
-import { tensorize, type FrameInput, type PreparedFrame, type PreprocessLimits } from './preprocess.js';
+import {
+  smallFrameTensor,
+  tensorize,
+  type FrameInput,
+  type PreparedFrame,
+  type PreprocessLimits,
+} from './preprocess.js';
 
 /**
  * Board regions: one decode of the whole board, then each region cut out of those pixels (upright
@@ -160,6 +166,16 @@ export async function prepareRegion(
       .toBuffer();
   }
   const g = geometryFor(spec.resize, region.width, region.height, spec.width, spec.height);
+  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
+  const geometry: FrameGeometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
+  const pixels = {
+    data: crop,
+    width: region.width,
+    height: region.height,
+    channels: board.channels as 1 | 3,
+  };
+  const small = smallFrameTensor(pixels, g, board.order, spec);
+  if (small) return prepared(small, geometry, started, region, angle);
   let image = sharp(crop, {
     raw: { width: region.width, height: region.height, channels: board.channels as 1 | 3 },
   }).resize(g.resizeWidth, g.resizeHeight, { fit: 'fill' });
@@ -179,11 +195,18 @@ export async function prepareRegion(
     image = image.extract({ left: g.cropLeft, top: g.cropTop, width: spec.width, height: spec.height });
   }
   const { data, info } = await image.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-  const tensor = tensorize(data, info.channels, board.order, spec);
-  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
-  const geometry: FrameGeometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
+  return prepared(tensorize(data, info.channels, board.order, spec), geometry, started, region, angle);
+}
+
+function prepared(
+  data: PreparedFrame['data'],
+  geometry: FrameGeometry,
+  started: number,
+  region: Region,
+  angle: number,
+): PreparedRegion {
   return {
-    data: tensor,
+    data,
     geometry,
     preprocessMs: performance.now() - started,
     region,

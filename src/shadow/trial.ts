@@ -63,6 +63,8 @@ const spentMs = (t: ScoreOutcome['timing']): number =>
  * runs with one worker and a queue of `maxBatchSize` (at least 2), whatever the line's settings.
  */
 export class ShadowTrial {
+  /** Keeps the candidate model in the cache while the trial uses it (the active model prunes it). */
+  private unpin: (() => void) | undefined;
   private key: string | undefined;
   private model: CandidateModel | undefined;
   private op: { controller: AbortController; done: Promise<void> } | undefined;
@@ -131,6 +133,8 @@ export class ShadowTrial {
   ): Promise<void> {
     const { engine, store, fetcher, logger } = this.deps;
     await engine.release('candidate');
+    this.unpin?.();
+    this.unpin = candidate ? store.pin(candidate.sha256) : undefined;
     this.comparison = new ShadowComparison();
     this.offered = 0;
     this.shed = 0;

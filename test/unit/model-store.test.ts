@@ -254,6 +254,22 @@ describe('ModelStore', () => {
       expect(await store.prune()).toEqual([pending.sha256]);
     });
 
+    it("keeps a pinned model (a shadow trial's candidate) until every pin is released", async () => {
+      const store = await newStore(1);
+      const active = await putModel(store);
+      await store.markActive(active.sha256, {});
+      const candidate = await putModel(store);
+      const unpinA = store.pin(candidate.sha256.toUpperCase());
+      const unpinB = store.pin(candidate.sha256);
+      expect(await store.prune()).toEqual([]);
+      unpinA();
+      unpinA(); // idempotent: the other pin still holds
+      expect(await store.prune()).toEqual([]);
+      expect(await store.has(candidate.sha256)).toBe(true);
+      unpinB();
+      expect(await store.prune()).toEqual([candidate.sha256]);
+    });
+
     it('always keeps the current model, even with keep 0', async () => {
       const store = await newStore(0);
       const a = await putModel(store);
