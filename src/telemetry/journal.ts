@@ -30,8 +30,9 @@ export type { OpenBatch, ProducedRecord, Replay } from './journal-records.js';
  *   C  end of a checkpoint: the items of sequence < nextSeq that are waiting are exactly those
  *      written before it in this segment
  *
- * P and B records are written at once, one write(2) each, so a result is in the page cache before
- * its answer is sent and a process that is killed loses nothing it answered; D records are
+ * P and B records are written at once, one write(2) each, so a result is in the page cache as
+ * soon as it is produced (the turn after its answer) and a killed process loses only what it
+ * answered in its last moment; D records are
  * written together at the end of the event-loop turn. fdatasync runs on the thread pool at most
  * every syncIntervalMs and covers every write before it: a power loss loses that much at most.
  * A segment is never appended to after a failed write or by another process, so a bad record (a

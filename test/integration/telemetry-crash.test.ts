@@ -196,11 +196,9 @@ it('killed 20 times at random moments under load while IoT Hub is unreachable: e
   const seen = upstream(hub!);
   const twice = [...seen].filter(([, ids]) => ids.size > 1);
   expect(twice, 'items sent under more than one messageId').toEqual([]);
-  // Stricter than the issue's 100 ms: a result is in the journal before its answer is sent.
-  expect(
-    inWindow.filter((id) => !seen.has(id)),
-    'answered within 100 ms of a kill, yet lost',
-  ).toEqual([]);
+  // Within 100 ms of a kill a result may be lost: it reaches the journal through the scored-frame
+  // stream, on the event-loop turn after its answer (README, "The telemetry journal").
+  const lostInWindow = inWindow.filter((id) => !seen.has(id)).length;
   const all = hub!.messages();
   const resent = all.filter((m, k) => all.findIndex((o) => o.messageId === m.messageId) !== k).length;
   expect(await strayTelemetryFiles(data)).toEqual([]);
@@ -209,7 +207,8 @@ it('killed 20 times at random moments under load while IoT Hub is unreachable: e
   console.log(
     `journal SIGKILL test: ${iterations} kills (${JSON.stringify(Object.fromEntries(modes))}) in ` +
       `${Math.round((Date.now() - started) / 1000)} s; ${answered.size} results answered, ${must.length} ` +
-      `more than ${LOSS_WINDOW_MS} ms before a kill, ${inWindow.length} within it: all upstream; ` +
+      `more than ${LOSS_WINDOW_MS} ms before a kill (all upstream), ${inWindow.length} within it ` +
+      `(${lostInWindow} of those lost); ` +
       `${reachedBeforeEnd} messages reached the hub before the last restart, ${resent} were sent again (same messageId)`,
   );
 }, 240_000);
