@@ -78,7 +78,9 @@ export const consoleRoutes: FastifyPluginAsync<ConsoleRouteOptions> = async (app
 const consoleApi: FastifyPluginAsync<ConsoleRouteOptions> = async (app, opts) => {
   if (opts.apiToken) app.addHook('onRequest', bearerGuard(opts.apiToken));
   const streams = new Set<ServerResponse>();
-  // Live connections never end by themselves: close them so the server's close does not wait.
+  // Live connections never end by themselves: end them so the server's close does not wait. Each
+  // is sent with `Connection: close`, so an ended stream also closes its socket; otherwise the
+  // client could keep it as an idle keep-alive connection that the server's close waits out.
   app.addHook('preClose', async () => {
     for (const res of streams) res.end();
   });
@@ -120,6 +122,7 @@ const consoleApi: FastifyPluginAsync<ConsoleRouteOptions> = async (app, opts) =>
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-store',
+      connection: 'close',
       'content-security-policy': CONTENT_SECURITY_POLICY,
       'x-content-type-options': 'nosniff',
     });

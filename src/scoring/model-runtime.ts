@@ -75,7 +75,9 @@ interface Item {
  * Batching: an idle worker takes up to maxBatchSize waiting frames at once. It waits up to
  * maxBatchDelayMs for a batch to fill only while more admitted frames are still being decoded;
  * a lone frame on an idle daemon is dispatched immediately, so batching never adds latency at low
- * load.
+ * load. Small frames decoded in-line on the main thread are never "being decoded" when another
+ * frame is queued, so they batch only by piling up while every worker is busy: a daemon that
+ * keeps up answers them one by one, which is the lowest latency it can give.
  */
 export class ModelRuntime {
   private readonly pending: Item[] = [];

@@ -176,6 +176,10 @@ function acceptable(section: string, field: string, v: unknown): boolean {
   const num = (lo: number, hi: number): boolean => typeof v === 'number' && v >= lo && v <= hi;
   const key = `${section}.${field}`;
   switch (key) {
+    case 'model.output':
+      // Every output field is optional with a documented default (README, "Models"), so
+      // an empty object is a valid output spec; an object with an unknown key is not.
+      return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
     case 'model.input.scale':
       return typeof v === 'number';
     case 'model.input.width':
