@@ -1,7 +1,8 @@
 /**
  * `npm run docs:screenshots`: the operator console's screenshots in docs/, taken with Debian's
  * chromium against a real daemon (the bundled demo detector, standalone) fed with the demo frames
- * from two cameras, then swapped through the desired file to show a model change.
+ * from two cameras (every frame captured, for the review view), then swapped through the desired
+ * file to show a model change.
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,18 @@ const DOCS = fileURLToPath(new URL('../docs/', import.meta.url));
 const demo = await demoModel();
 const server = await startModelServer();
 const desiredFile = path.join(tmpdir(), `edge-scorer-screens-${process.pid}.json`);
+// Capture every frame (kept here, no upload) so the review view has frames waiting for a verdict.
+await writeFile(
+  desiredFile,
+  JSON.stringify({
+    capture: {
+      enabled: true,
+      rules: [{ reason: 'sample', rate: 1 }],
+      maxItems: 40,
+      upload: { target: 'none' },
+    },
+  }),
+);
 const daemon = await startDaemon({
   model: demo.model,
   manifest: demo.manifest,
@@ -49,6 +62,19 @@ try {
   await page.locator('.cards canvas').first().waitFor();
   await page.waitForTimeout(2500);
   await page.screenshot({ path: path.join(DOCS, 'console-health.png') });
+  await page.goto(`${daemon.url}/#review`);
+  await page.locator('#review-list li').first().waitFor();
+  await page.keyboard.press('o');
+  await page.locator('#review-list li.selected').waitFor();
+  await page.waitForTimeout(500);
+  await page.keyboard.press('b');
+  const frame = (await page.locator('#review-frame').boundingBox())!;
+  await page.mouse.move(frame.x + frame.width * 0.3, frame.y + frame.height * 0.35);
+  await page.mouse.down();
+  await page.mouse.move(frame.x + frame.width * 0.55, frame.y + frame.height * 0.6);
+  await page.mouse.up();
+  await page.screenshot({ path: path.join(DOCS, 'console-review.png') });
+  await page.keyboard.press('Escape');
   await writeFile(desiredFile, JSON.stringify({ model: desiredModel(server, versionedModel('7')) }));
   await waitFor(async () => {
     const r = await fetch(`${daemon.url}/v1/console/model`);
@@ -57,9 +83,6 @@ try {
   await page.goto(`${daemon.url}/#model`);
   await page.locator('#model-history').waitFor();
   await page.screenshot({ path: path.join(DOCS, 'console-model.png'), fullPage: true });
-  await page.goto(`${daemon.url}/#review`);
-  await page.locator('#review-unavailable').waitFor();
-  await page.screenshot({ path: path.join(DOCS, 'console-review.png') });
 } finally {
   await browser.close();
   await daemon.stop();

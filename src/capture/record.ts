@@ -63,6 +63,36 @@ export interface CaptureRecord {
   upload: UploadStatus;
 }
 
+/** One capture as `GET /v1/captures` lists it (the review page reads the same shape). */
+export interface CaptureSummary {
+  id: string;
+  frameId: string;
+  cameraId: string | null;
+  capturedAt: string;
+  reason: CaptureReason;
+  model: { name: string; version: string };
+  defect: boolean;
+  label: HumanLabel | null;
+  upload: { state: UploadState; blob: string | null };
+  /** False once the frame was uploaded and removed here: it can still be labelled. */
+  frameKept: boolean;
+}
+
+export function captureSummary(r: CaptureRecord): CaptureSummary {
+  return {
+    id: r.id,
+    frameId: r.frameId,
+    cameraId: r.cameraId,
+    capturedAt: r.capturedAt,
+    reason: r.reason,
+    model: { name: r.model.name, version: r.model.version },
+    defect: r.answer.defect,
+    label: r.label,
+    upload: { state: r.upload.state, blob: r.upload.blob ?? null },
+    frameKept: r.frame.file !== undefined,
+  };
+}
+
 /**
  * Eviction rank: lower goes first. Captures already safe upstream go first, then unlabelled ones,
  * and labelled captures not yet uploaded last; within each, sample < uncertain < defect.

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { Ajv } from 'ajv';
 import { EdgeError, ErrorCodes } from '../errors.js';
-import { ID_PATTERN, publicSidecar, type HumanLabel } from '../capture/record.js';
+import { captureSummary, ID_PATTERN, publicSidecar, type HumanLabel } from '../capture/record.js';
 import type { CaptureService } from '../capture/service.js';
 import { CAPTURE_REASONS, type CaptureReason } from '../capture/settings.js';
 import { bearerGuard } from './auth.js';
@@ -84,7 +84,7 @@ export const captureRoutes: FastifyPluginAsync<CaptureRouteOptions> = async (app
       cursor: q.cursor,
       limit,
     });
-    return { items: page.items.map(summary), next: page.next ?? null };
+    return { items: page.items.map(captureSummary), next: page.next ?? null };
   });
 
   app.get('/v1/captures/:id', async (request, reply) => {
@@ -117,18 +117,3 @@ export const captureRoutes: FastifyPluginAsync<CaptureRouteOptions> = async (app
     return { id, label: r.label, upload: { state: r.upload.state } };
   });
 };
-
-function summary(r: ReturnType<CaptureService['store']['get']> & object): object {
-  return {
-    id: r.id,
-    frameId: r.frameId,
-    cameraId: r.cameraId,
-    capturedAt: r.capturedAt,
-    reason: r.reason,
-    model: { name: r.model.name, version: r.model.version },
-    defect: r.answer.defect,
-    label: r.label,
-    upload: { state: r.upload.state, blob: r.upload.blob ?? null },
-    frameKept: r.frame.file !== undefined,
-  };
-}

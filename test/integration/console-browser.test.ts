@@ -7,8 +7,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { demoModel } from '../helpers/console.js';
 import { launchChromium } from '../helpers/browser.js';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
-import { postFrame } from '../helpers/http.js';
-import { desiredModel, versionedModel } from '../helpers/lifecycle.js';
+import { postFrame, request } from '../helpers/http.js';
+import { desiredModel, versionedModel, waitFor } from '../helpers/lifecycle.js';
 import { startModelServer, type ModelServer } from '../helpers/model-server.js';
 
 /**
@@ -160,5 +160,101 @@ describe('operator console in a browser', () => {
     await form.locator('button').click();
     await expect.poll(() => page!.locator('#active-model').textContent()).toContain('aoi-solder-bridge-demo');
     expect(await form.isHidden()).toBe(true);
+  });
+
+  it('review view: one key labels a captured frame ok, drawn boxes label another, both through the captures API', async () => {
+    const desiredFile = path.join(tmpdir(), `edge-scorer-review-desired-${process.pid}-${Date.now()}.json`);
+    await writeFile(
+      desiredFile,
+      JSON.stringify({
+        capture: { enabled: true, rules: [{ reason: 'sample', rate: 1 }], upload: { target: 'none' } },
+      }),
+    );
+    try {
+      daemon = await startDaemon({
+        model: demo.model,
+        manifest: demo.manifest,
+        env: { DESIRED_PROPERTIES_FILE: desiredFile, DESIRED_PROPERTIES_POLL_MS: '50' },
+      });
+      const d = daemon;
+      await waitFor(async () => d.app.capture.settings.enabled || undefined, 'capture enabled');
+      for (const [id, body] of [
+        ['board-ok-1', demo.ok],
+        ['board-bridge-1', demo.bridge],
+      ] as const) {
+        expect((await postFrame(`${d.url}/v1/score`, body, 'image/jpeg', { 'x-frame-id': id })).status).toBe(
+          200,
+        );
+      }
+      await d.app.engine.frames.idle();
+      const labelOf = async (
+        frameId: string,
+      ): Promise<{
+        verdict: string;
+        label?: string;
+        by?: string;
+        boxes?: { label?: string; x: number; y: number; width: number; height: number }[];
+      } | null> => {
+        const list = (await request(`${d.url}/v1/captures`)).json as {
+          items: { id: string; frameId: string }[];
+        };
+        const c = list.items.find((i) => i.frameId === frameId)!;
+        return ((await request(`${d.url}/v1/captures/${c.id}/meta`)).json as { label: never }).label;
+      };
+
+      page = await open(d, '#review');
+      const items = page.locator('#review-list li');
+      await expect.poll(() => items.count()).toBe(2);
+      // Newest first: the bridge frame is selected, with the model's answer in words.
+      await expect.poll(() => page!.locator('#review-info').textContent()).toContain('frame board-bridge-1');
+      await page.keyboard.press('b');
+      const canvas = page.locator('#review-frame');
+      const r = (await canvas.boundingBox())!;
+      const { width: frameWidth } = await sharp(demo.bridge).metadata();
+      const k = r.width / frameWidth;
+      // A box from (100, 80) to (300, 240) in frame pixels, drawn with the mouse on the scaled canvas.
+      await page.mouse.move(r.x + 100 * k, r.y + 80 * k);
+      await page.mouse.down();
+      await page.mouse.move(r.x + 200 * k, r.y + 160 * k);
+      await page.mouse.move(r.x + 300 * k, r.y + 240 * k);
+      await page.mouse.up();
+      await page.keyboard.press('1');
+      // The drawn box is on the screen, in the human box colour, along its left edge.
+      const shot = await sharp(await canvas.screenshot())
+        .removeAlpha()
+        .raw()
+        .toBuffer({ resolveWithObject: true });
+      const s = shot.info.width / frameWidth;
+      const blue = ([cr, cg, cb]: [number, number, number]): boolean =>
+        cb > 200 && cr < 120 && cg > 120 && cg < 200;
+      const edge = [0.2, 0.4, 0.6, 0.8].map((f) => pixel(shot, 100 * s + 1, (80 + f * 160) * s));
+      expect(edge.filter(blue)).toHaveLength(edge.length);
+      await page.keyboard.press('Enter');
+      await expect
+        .poll(() => labelOf('board-bridge-1'))
+        .toMatchObject({ verdict: 'defect', label: 'solder-bridge', by: 'console' });
+      const saved = (await labelOf('board-bridge-1'))!.boxes!;
+      expect(saved).toHaveLength(1);
+      const [b] = saved;
+      for (const [got, want] of [
+        [b!.x, 100],
+        [b!.y, 80],
+        [b!.width, 200],
+        [b!.height, 160],
+      ] as const)
+        expect(Math.abs(got - want)).toBeLessThanOrEqual(2 / k + 1);
+      expect(b!.label).toBe('solder-bridge');
+
+      // Saving moved on to the next capture: one key says it is fine.
+      await expect.poll(() => page!.locator('#review-info').textContent()).toContain('frame board-ok-1');
+      await page.keyboard.press('o');
+      await expect.poll(() => labelOf('board-ok-1')).toMatchObject({ verdict: 'ok', by: 'console' });
+      // Nothing is left to review.
+      await page.locator('#review-filter').selectOption('unlabelled');
+      await expect.poll(() => page!.locator('#review-status').textContent()).toContain('Nothing to review');
+      expect(await labelOf('board-bridge-1')).toMatchObject({ verdict: 'defect' });
+    } finally {
+      await rm(desiredFile, { force: true });
+    }
   });
 });

@@ -1,6 +1,7 @@
 /**
- * The page's one way to the daemon: same-origin requests to /v1/console/*, with the API token when
- * the daemon asks for one (kept for this browser tab only, in sessionStorage).
+ * The page's one way to the daemon: same-origin requests to /v1/console/* (and, for the review
+ * view, /v1/model and /v1/captures), with the API token when the daemon asks for one (kept for
+ * this browser tab only, in sessionStorage).
  */
 
 const TOKEN_KEY = 'edge-scorer-token';
@@ -24,8 +25,41 @@ function headers(): HeadersInit {
 
 export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
   const res = await fetch(path, { headers: headers(), signal: signal ?? null, cache: 'no-store' });
+  if (!res.ok) return failure(path, res);
+  return (await res.json()) as T;
+}
+
+/** The daemon's answer to a request that is not 2xx: its status and error code, when it gave one. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function failure(path: string, res: Response): Promise<never> {
   if (res.status === 401) throw new Unauthorized();
-  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  const body = (await res.json().catch(() => null)) as { error?: { code?: string; message?: string } } | null;
+  throw new HttpError(res.status, body?.error?.code, body?.error?.message ?? `${path}: HTTP ${res.status}`);
+}
+
+/** The bytes behind `path` (an image an <img> could not fetch itself: it cannot send the token). */
+export async function getBlob(path: string, signal?: AbortSignal): Promise<Blob> {
+  const res = await fetch(path, { headers: headers(), signal: signal ?? null, cache: 'no-store' });
+  if (!res.ok) return failure(path, res);
+  return res.blob();
+}
+
+export async function putJson<T>(path: string, body: unknown): Promise<T> {
+  const res = await fetch(path, {
+    method: 'PUT',
+    headers: { ...headers(), 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!res.ok) return failure(path, res);
   return (await res.json()) as T;
 }
 

@@ -56,7 +56,7 @@ function show(): void {
     live: () => new LiveView(askToken),
     model: () => new ModelView(askToken),
     health: () => new HealthView(askToken),
-    review: () => new ReviewView(),
+    review: () => new ReviewView(askToken),
   };
   current = views[tab]();
   current.mount(main);
