@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { OUTPUTS, type Item, type Output } from './item.js';
+import { batched, OUTPUTS, type Item, type Output } from './item.js';
 import { Journal, type OpenBatch } from './journal.js';
 import { readLegacyPending, removeLegacyPending } from './legacy-pending.js';
 
@@ -183,20 +183,26 @@ export class TelemetryBuffer {
   /**
    * The next message's items. A message that was sent and not acknowledged (in this process or
    * before a restart) comes first, as it was, less what was dropped since. Otherwise the oldest
-   * waiting item and the following ones of the same output and group (ok and defect results
-   * interleave; each group still fills whole messages), at most `maxItems`, whose bodies fit
+   * waiting item, alone when its output is not batched (events, stats, captures), else with the
+   * following ones of the same output and group (ok and defect results interleave; each group
+   * still fills whole messages), at most `maxItems`, whose bodies fit
    * `maxBytes` together. The scan is bounded so a large backlog does not cost a pass over all of
    * it per message.
    */
   peekBatch(maxItems: number, maxBytes: number): Batch | undefined {
     if (this.open) {
       const items = this.open.items.filter((it) => !this.done.has(it) && this.isWaiting(it));
-      if (items.length > 0) return { id: this.open.id, items };
+      // An open batch of several items of an output that is not batched (written by an older
+      // version) is not resent as one message: its items go out one by one under new ids.
+      if (items.length > 0 && (items.length === 1 || batched(items[0]!.output)))
+        return { id: this.open.id, items };
       this.open = undefined;
     }
     const first = this.items[this.head];
     if (!first) return undefined;
     const batch: Item[] = [first];
+    if (!batched(first.output))
+      return { id: `${this.journalId}-${first.output}-${first.seq}-${first.seq}`, items: batch };
     let bytes = first.bytes;
     const scanEnd = Math.min(this.items.length, this.head + maxItems * 8);
     for (let i = this.head + 1; i < scanEnd && batch.length < maxItems; i++) {

@@ -6,6 +6,7 @@ import type { LifecycleEvent } from './events.js';
 import type { Metrics } from './metrics.js';
 import type { TelemetrySettings } from './settings.js';
 import { OUTPUTS, type Batch, type Output, type TelemetryBuffer } from './buffer.js';
+import { batched } from './item.js';
 
 /** IoT Hub and edgeHub refuse messages over 256 KiB, properties included. */
 export const MAX_MESSAGE_BYTES = 262_144;
@@ -266,8 +267,9 @@ export class TelemetryPublisher {
 
   private toMessage(batch: Batch): Message {
     const first = batch.items[0]!;
-    const body =
-      first.output === 'results' ? `{"results":[${batch.items.map((b) => b.json).join(',')}]}` : first.json;
+    const body = batched(first.output)
+      ? `{"results":[${batch.items.map((b) => b.json).join(',')}]}`
+      : first.json;
     const message = new azureIotDevice.Message(Buffer.from(body));
     message.contentType = 'application/json';
     message.contentEncoding = 'utf-8';

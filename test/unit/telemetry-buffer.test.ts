@@ -69,6 +69,25 @@ it('interleaved ok and defect results still fill whole messages per group, and t
   expect(b.size).toBe(0);
 });
 
+it('events, stats and captures waiting together still go one per message: none is folded into another', async () => {
+  const b = await buffer(1000);
+  for (const [output, n] of [
+    ['events', 1],
+    ['captures', 2],
+    ['captures', 3],
+    ['events', 4],
+    ['stats', 5],
+    ['captures', 6],
+  ] as const)
+    b.push({ output, group: output, properties: {}, json: JSON.stringify({ n }), bytes: 8, producedAt: 0 });
+  result(b, true, 7);
+  result(b, true, 8);
+  const sent = drain(b);
+  expect(sent.map((m) => ns(m.items))).toEqual([[1], [2], [3], [4], [5], [6], [7, 8]]);
+  expect(new Set(sent.map((m) => m.id)).size).toBe(sent.length);
+  expect(b.account('captures')).toEqual({ produced: 3, delivered: 3, dropped: 0, pending: 0 });
+});
+
 it('an item dropped while its batch was in flight stays counted as dropped, never twice', async () => {
   const b = await buffer(5);
   for (let i = 0; i < 5; i++) result(b, false, i);
