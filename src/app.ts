@@ -7,6 +7,7 @@ import azureIotDevice from 'azure-iot-device';
 import { CaptureService } from './capture/service.js';
 import type { Config } from './config.js';
 import { consoleUrl, createConsole } from './console/console.js';
+import { DriftMonitor } from './drift/monitor.js';
 import { buildServer } from './http/server.js';
 import { LayoutStore } from './layouts/store.js';
 import { component, Lifecycle, type Component } from './lifecycle.js';
@@ -41,6 +42,8 @@ export interface App {
   readonly publisher: TelemetryPublisher | undefined;
   /** The shadow trial of the desired `candidate` (README, "Shadow trial"). */
   readonly shadow: ShadowTrial;
+  /** Drift of the active model's inputs and answers against its reference (docs/drift.md). */
+  readonly drift: DriftMonitor;
   /** The direct methods, as IoT Hub invokes them. */
   readonly methods: ReturnType<typeof directMethods>;
   /** Capture for retraining (docs/capture.md). */
@@ -116,9 +119,19 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
           maxMessagesPerSec: config.telemetryMaxMessagesPerSec,
           statsSource: () => ({
             queueRejections: engine.rejectedFrames,
-            sections: shadow.report ? { candidate: shadow.report } : {},
+            sections: { ...(shadow.report ? { candidate: shadow.report } : {}), drift: drift.stats() },
           }),
         });
+  const drift = new DriftMonitor({
+    registry: metrics.registry,
+    logger,
+    model: () => {
+      const m = engine.state.model;
+      return m && { ...m.manifest, sha256: m.sha256, reference: m.manifest.reference };
+    },
+    onEvent: (e) => publisher?.event(e),
+    onReport: (r) => reported.set('drift', r),
+  });
   const consoleUi = config.enableConsole
     ? createConsole({ config, engine, metrics, logger, reported: () => reported.document })
     : undefined;
@@ -135,7 +148,10 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     logger,
     // Under IoT Hub the bundled demo model never answers a line unless MODEL_PATH names it.
     fallbackModelPath: config.twinMode === 'standalone' || config.modelPathSet ? config.modelPath : undefined,
-    onReport: (report) => reported.set('model', report),
+    onReport: (report) => {
+      reported.set('model', report);
+      drift.modelChanged();
+    },
     onEvent,
   });
   const reconciler = new DesiredStateReconciler({
@@ -146,6 +162,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     onTelemetry: (settings) => publisher?.setSettings(settings),
     onCandidate: (candidate, settings) => void shadow.apply(candidate, settings),
     onCapture: (desired) => void capture.setSettings(desired).catch((err: unknown) => capture.fail(err)),
+    onDrift: (desired) => drift.setSettings(desired),
     retryInitialMs: config.modelRetryMs,
   });
   const capture = new CaptureService({
@@ -211,6 +228,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
   let unsubscribeTelemetry: (() => void) | undefined;
   let unsubscribeShadow: (() => void) | undefined;
   let unsubscribeCapture: (() => void) | undefined;
+  let unsubscribeDrift: (() => void) | undefined;
 
   const components: Component[] = [
     component('ca', async () => {
@@ -266,6 +284,17 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
         unsubscribeCapture?.();
         await capture.stop();
       },
+    ),
+    component(
+      'drift',
+      () => {
+        // A small queue: under load drift measures a sample of the line rather than a backlog.
+        unsubscribeDrift = engine.frames.subscribe('drift', (f) => drift.handle(f), {
+          maxPending: 16,
+          maxPendingBytes: 64 * 1024 * 1024,
+        });
+      },
+      () => unsubscribeDrift?.(),
     ),
     component(
       'layouts',
@@ -356,6 +385,7 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     connection,
     publisher,
     shadow,
+    drift,
     methods,
     capture,
     get address() {

@@ -7,12 +7,16 @@ import type { PartialManifest } from '../scoring/manifest.js';
 import type { DesiredModel } from '../models/published-model.js';
 import { parseDesired } from '../twin/desired.js';
 import { checkModelUrl } from '../models/fetcher.js';
+import { computeReference } from '../drift/reference-builder.js';
 
-const USAGE = `usage: edge-scorer model-patch <model.onnx> --url <https://…/model.onnx> [--version V] [--name N] [--allow-prefix P]
+const USAGE = `usage: edge-scorer model-patch <model.onnx> --url <https://…/model.onnx> [--version V] [--name N] [--allow-prefix P] [--reference <folder>]
 
 Prints the desired-properties patch that makes every daemon of a deployment serve this model:
 {"model": {manifest…, "url", "sha256", "sizeBytes"}}. The manifest comes from model.json beside the
-file, the ONNX metadata and the graph itself, checked as the daemon will check it. Paste it into the
+file, the ONNX metadata and the graph itself, checked as the daemon will check it. With --reference,
+the frames of that folder (JPEG, PNG, BMP, TIFF, WebP; a few hundred the model was validated on)
+are scored and measured as the daemon will measure the line, and their profile travels in the
+manifest's "reference" block, so daemons measure drift against it. Paste it into the
 module's properties.desired in a deployment, or:
   az iot hub module-twin update -n HUB -d DEVICE -m edge-scorer --desired "$(edge-scorer model-patch …)"`;
 
@@ -23,7 +27,7 @@ module's properties.desired in a deployment, or:
  */
 export async function modelBlock(
   file: string,
-  opts: { url: string; version?: string; name?: string; allowPrefix?: string[] },
+  opts: { url: string; version?: string; name?: string; allowPrefix?: string[]; reference?: string },
 ): Promise<DesiredModel> {
   checkModelUrl(opts.url, opts.allowPrefix ?? []);
   const modelPath = path.resolve(file);
@@ -46,7 +50,14 @@ export async function modelBlock(
       describe(session.inputMetadata),
       describe(session.outputMetadata),
     );
-    return { ...manifest, url: opts.url, sha256: model.sha256, sizeBytes: model.sizeBytes };
+    const block: DesiredModel = {
+      ...manifest,
+      url: opts.url,
+      sha256: model.sha256,
+      sizeBytes: model.sizeBytes,
+    };
+    if (opts.reference) block.reference = await computeReference(modelPath, opts.reference, override);
+    return block;
   } finally {
     await session.release();
   }
@@ -67,6 +78,7 @@ export async function modelPatchCli(
         version: { type: 'string' },
         name: { type: 'string' },
         'allow-prefix': { type: 'string', multiple: true },
+        reference: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -90,6 +102,7 @@ export async function modelPatchCli(
       ...(values.version ? { version: values.version } : {}),
       ...(values.name ? { name: values.name } : {}),
       allowPrefix: values['allow-prefix'] ?? [],
+      ...(values.reference ? { reference: values.reference } : {}),
     });
     const patch = { model };
     parseDesired(patch);

@@ -1,29 +1,9 @@
-import sharp, { type Sharp } from 'sharp';
 import type { Logger } from 'pino';
 import type { FrameStream } from '../scoring/frame-stream.js';
 import type { ScoredFrame } from '../scoring/engine.js';
-import type { FrameInput } from '../scoring/preprocess.js';
+import { sharpOf } from '../scoring/frame-image.js';
+import { anomalyMapPng } from '../http/anomaly-answer.js';
 import type { LiveFrame } from './types.js';
-
-/** Channels of the raw camera formats a thumbnail can show; others are skipped (no thumbnail). */
-const RAW_CHANNELS: Record<string, 1 | 3> = { mono8: 1, rgb8: 3, bgr8: 3 };
-
-/** The frame as sharp reads it: encoded images as they are, raw camera buffers by their header. */
-function decoded(frame: FrameInput): Sharp {
-  const raw = frame.raw;
-  if (!raw) return sharp(frame.body, { failOn: 'none' });
-  const channels = RAW_CHANNELS[raw.format];
-  if (!channels) throw new Error(`no thumbnail for raw format ${raw.format}`);
-  const img = sharp(frame.body, { raw: { width: raw.width, height: raw.height, channels } });
-  // BGR to RGB: swap the first and third channel.
-  return raw.format === 'bgr8'
-    ? img.recomb([
-        [0, 0, 1],
-        [0, 1, 0],
-        [1, 0, 0],
-      ])
-    : img;
-}
 
 export interface LiveFeedOptions {
   frames: FrameStream<ScoredFrame>;
@@ -118,12 +98,23 @@ export class LiveFeed {
     const h = Math.max(1, Math.round(height * scale));
     let jpeg: Buffer;
     try {
-      jpeg = await decoded(f.frame).resize(w, h, { fit: 'fill' }).jpeg({ quality: 70 }).toBuffer();
+      jpeg = await sharpOf(f.frame).resize(w, h, { fit: 'fill' }).jpeg({ quality: 70 }).toBuffer();
     } catch (err) {
       this.opts.logger.debug({ component: 'console', frameId: f.frameId, err }, 'live thumbnail failed');
       return undefined;
     }
     const p = f.prediction;
+    const a = p.anomaly;
+    let anomaly: LiveFrame['anomaly'];
+    if (a) {
+      const png = a.map ? await anomalyMapPng(a.map).catch(() => undefined) : undefined;
+      anomaly = {
+        score: a.score,
+        threshold: a.threshold,
+        regions: a.regions.slice(0, 100).map((r) => ({ box: r.box, peak: r.peak })),
+        map: png && a.map ? { image: png.toString('base64'), box: a.map.frame } : undefined,
+      };
+    }
     return {
       frameId: f.frameId,
       cameraId: camera,
@@ -135,6 +126,7 @@ export class LiveFeed {
       height,
       classification: p.classification?.slice(0, 3),
       detections: p.detections?.slice(0, 100),
+      anomaly,
       timing: { totalMs: f.timing.totalMs },
       image: jpeg.toString('base64'),
     };

@@ -22,7 +22,21 @@ export interface LiveFrame {
   width: number;
   height: number;
   classification?: { label: string; score: number }[] | undefined;
-  detections?: { label: string; score: number; box: LiveBox }[] | undefined;
+  /** Detections; segmentation models add each instance's mask outline (frame pixels). */
+  detections?:
+    { label: string; score: number; box: LiveBox; mask?: { polygon: [number, number][] } }[] | undefined;
+  /**
+   * Anomaly models: the image score against its threshold, the defect regions, and the anomaly
+   * map as a small grey PNG (base64) with the frame rectangle it covers (the model input's).
+   */
+  anomaly?:
+    | {
+        score: number;
+        threshold: number;
+        regions: { box: LiveBox; peak: number }[];
+        map?: { image: string; box: LiveBox } | undefined;
+      }
+    | undefined;
   timing: { totalMs: number };
   /** The thumbnail, JPEG, base64. */
   image: string;

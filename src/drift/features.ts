@@ -1,4 +1,5 @@
-import sharp from 'sharp';
+import { sharpOf } from '../scoring/frame-image.js';
+import type { FrameInput } from '../scoring/preprocess.js';
 
 /** What the drift profile measures of a frame's input (docs/drift.md). */
 export interface InputFeatures {
@@ -45,9 +46,12 @@ export function featuresOfLuma(pixels: Uint8Array, width: number, height: number
   return { luma, contrast, sharpness };
 }
 
-/** Decodes an encoded frame to a FEATURE_SIDE² luma thumbnail (sharp, on the libuv pool) and measures it. */
-export async function frameFeatures(body: Uint8Array): Promise<InputFeatures> {
-  const { data, info } = await sharp(body, { failOn: 'none' })
+/**
+ * Decodes a posted frame to a FEATURE_SIDE² luma thumbnail (sharp, on the libuv pool; JPEG with
+ * shrink-on-load) and measures it. Throws for raw formats sharp does not read.
+ */
+export async function frameFeatures(frame: FrameInput): Promise<InputFeatures> {
+  const { data, info } = await sharpOf(frame)
     .greyscale()
     .resize(FEATURE_SIDE, FEATURE_SIDE, { fit: 'fill', kernel: 'linear' })
     .raw()

@@ -1,9 +1,8 @@
+import { FEATURES, type Feature, type ReferenceProfile } from '../scoring/reference.js';
 import type { InputFeatures } from './features.js';
 import { countInto, histogramOf, labelPsi, psi, psiBaseline, type Histogram } from './psi.js';
 
-/** The numeric features a profile holds: the inputs' and the top score of the answer. */
-export const FEATURES = ['luma', 'contrast', 'sharpness', 'topScore'] as const;
-export type Feature = (typeof FEATURES)[number];
+export { FEATURES, type Feature, type ReferenceProfile };
 
 /** What one scored frame contributes to a profile. */
 export interface FrameSample extends InputFeatures {
@@ -11,16 +10,6 @@ export interface FrameSample extends InputFeatures {
   topScore: number;
   /** The frame's label: top class, or best detection's label. */
   label: string;
-}
-
-/**
- * The reference profile that travels with a model (the manifest's `reference` block,
- * docs/drift.md): frozen bin edges and counts per feature, and the label shares.
- */
-export interface ReferenceProfile {
-  frames: number;
-  features: Record<Feature, Histogram>;
-  labels: Record<string, number>;
 }
 
 /** Builds a reference profile from frames scored the way the daemon scores them. */

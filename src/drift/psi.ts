@@ -3,11 +3,9 @@
  * edges of a feature; a window of frames is counted into the same bins and compared with it.
  */
 
-/** A feature's reference histogram: `edges` are the B + 1 bin boundaries, `counts` the B counts. */
-export interface Histogram {
-  edges: number[];
-  counts: number[];
-}
+import type { Histogram } from '../scoring/reference.js';
+
+export type { Histogram };
 
 /** Added to every bin's count before PSI, so an empty bin on one side gives a finite figure. */
 export const SMOOTHING = 0.5;

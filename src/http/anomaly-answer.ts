@@ -26,17 +26,23 @@ export function includesOf(request: FastifyRequest): Set<Include> {
   return out;
 }
 
+/** An anomaly map as a grey PNG (the answer's `?include=map`, the console's overlay). */
+export function anomalyMapPng(map: NonNullable<AnomalyResult['map']>): Promise<Buffer> {
+  const { width, height, data } = map;
+  return sharp(Buffer.from(data.buffer, data.byteOffset, data.byteLength), {
+    raw: { width, height, channels: 1 },
+  })
+    .toColourspace('b-w')
+    .png()
+    .toBuffer();
+}
+
 /** The `anomaly` object of a /v1/score answer. */
 export async function anomalyAnswer(a: AnomalyResult, includes: Set<Include>): Promise<object> {
   const answer: Record<string, unknown> = { score: a.score, threshold: a.threshold, regions: a.regions };
   if (includes.has('map') && a.map) {
-    const { width, height, data } = a.map;
-    const png = await sharp(Buffer.from(data.buffer, data.byteOffset, data.byteLength), {
-      raw: { width, height, channels: 1 },
-    })
-      .toColourspace('b-w')
-      .png()
-      .toBuffer();
+    const { width, height } = a.map;
+    const png = await anomalyMapPng(a.map);
     answer.map = { width, height, contentType: 'image/png', data: png.toString('base64') };
   }
   return answer;

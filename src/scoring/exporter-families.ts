@@ -7,6 +7,7 @@ import type { PartialManifest } from './manifest.js';
  *   `nms=True`): the head gives final boxes, `yolo-end2end`;
  * - a description naming RT-DETR (`Ultralytics rtdetr-l model …`): `rtdetr`, stretched input;
  * - `task: obb`: `yolo-obb`, or `yolo-obb-end2end` with `end2end: True` (YOLO26);
+ * - `task: segment`: `yolo-seg`, or `yolo-seg-end2end` with `end2end: True` or `nms=True`;
  * - otherwise the raw YOLOv8 head, `yolov8`.
  * Ultralytics writes Python literals (`True`, `{'nms': True}`).
  */
@@ -19,6 +20,8 @@ export function ultralyticsDetection(
   const end2end = pythonTrue(props.end2end);
   const nms = /['"]nms['"]\s*:\s*True\b/.test(props.args ?? '');
   if (props.task === 'obb') return { output: { format: end2end ? 'yolo-obb-end2end' : 'yolo-obb' } };
+  if (props.task === 'segment')
+    return { output: { format: end2end || nms ? 'yolo-seg-end2end' : 'yolo-seg' } };
   return { output: { format: end2end || nms ? 'yolo-end2end' : 'yolov8' } };
 }
 

@@ -103,6 +103,23 @@ export function frameX(g: FrameGeometry, inputX: number): number {
   return clamp((inputX - g.offsetX) / g.scaleX, 0, g.frameWidth);
 }
 
+/**
+ * The model input's whole rectangle in frame pixels, not clipped: under letterbox it reaches past
+ * the frame by the padding, under center-crop it is the cropped part.
+ */
+export function inputRectInFrame(
+  g: FrameGeometry,
+  inputWidth: number,
+  inputHeight: number,
+): { x: number; y: number; width: number; height: number } {
+  return {
+    x: -g.offsetX / g.scaleX,
+    y: -g.offsetY / g.scaleY,
+    width: inputWidth / g.scaleX,
+    height: inputHeight / g.scaleY,
+  };
+}
+
 /** A y in model-input pixels as a y of the frame, clipped to [0, frameHeight]. */
 export function frameY(g: FrameGeometry, inputY: number): number {
   return clamp((inputY - g.offsetY) / g.scaleY, 0, g.frameHeight);

@@ -2,6 +2,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import { formatsOf, outputFormats, type OutputFormat } from './decoders/index.js';
 import { ultralyticsDetection } from './exporter-families.js';
+import { referenceProblem, referenceSchema, type ReferenceProfile } from './reference.js';
 
 /**
  * The model manifest (README, "Models"): everything needed to pre- and post-process travels with
@@ -62,6 +63,8 @@ export interface ModelManifest {
   defectLabels: string[];
   input: InputSpec;
   output: OutputSpec;
+  /** What the frames it was validated on looked like, for drift (docs/drift.md). */
+  reference?: ReferenceProfile;
 }
 
 /** A manifest as written by a person: everything optional except what the graph cannot tell. */
@@ -133,6 +136,7 @@ export const manifestSchema = {
     defectLabels: labelList,
     input: inputSchema,
     output: outputSchema,
+    reference: referenceSchema,
   },
 } as const;
 
@@ -165,7 +169,8 @@ export function parsePartialManifest(value: unknown, source: string): PartialMan
 export function manifestFromMetadata(props: Record<string, string>): PartialManifest {
   const out: PartialManifest = {};
   const task = props.task;
-  if (task === 'detect' || task === 'detection' || task === 'obb') out.task = 'detection';
+  if (task === 'detect' || task === 'detection' || task === 'obb' || task === 'segment')
+    out.task = 'detection';
   else if (task === 'classify' || task === 'classification') out.task = 'classification';
   const names = props.names;
   if (names) {
@@ -300,6 +305,12 @@ export function resolveManifest(sources: PartialManifest[], fallbackName: string
   if (anomalyThreshold !== undefined) manifest.output.anomalyThreshold = anomalyThreshold;
   const anomalyNormalization = pickOut('anomalyNormalization');
   if (anomalyNormalization !== undefined) manifest.output.anomalyNormalization = anomalyNormalization;
+  const reference = pick('reference');
+  if (reference !== undefined) {
+    const problem = referenceProblem(reference);
+    if (problem) throw new EdgeError(ErrorCodes.MANIFEST_INVALID, problem);
+    manifest.reference = reference;
+  }
   return parsePartialManifest(manifest, 'resolved manifest') as ModelManifest;
 }
 

@@ -25,6 +25,11 @@ export interface Detection {
   rotatedBox?: { cx: number; cy: number; width: number; height: number; angle: number };
   /** YOLO-OBB: its four corners in frame pixels. */
   corners?: [number, number][];
+  /**
+   * YOLO segmentation: the instance mask's outer contour in frame pixels (boundary pixel centres,
+   * corners only), of its largest part; empty when the mask is empty.
+   */
+  mask?: { polygon: [number, number][] };
 }
 
 export interface RawOutput {
@@ -47,8 +52,12 @@ export interface AnomalyResult {
   score: number;
   threshold: number;
   regions: AnomalyRegion[];
-  /** The normalised map as 8-bit grey over the model input (for `?include=map`), at most 128 a side. */
-  map?: { width: number; height: number; data: Uint8Array };
+  /**
+   * The normalised map as 8-bit grey over the model input (for `?include=map` and the console),
+   * at most 128 a side; `frame` is the rectangle, in frame pixels, that the model input covers
+   * (beyond the frame's edges under letterbox padding), where the map lies on the frame.
+   */
+  map?: { width: number; height: number; data: Uint8Array; frame: Box };
 }
 
 export interface FramePrediction {

@@ -2,7 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import azureIotDevice, { type Message } from 'azure-iot-device';
 import type { Logger } from 'pino';
 import { Waker } from '../util/waker.js';
-import type { LifecycleEvent } from './events.js';
+import type { DriftEvent, LifecycleEvent } from './events.js';
 import type { Metrics } from './metrics.js';
 import type { TelemetrySettings } from './settings.js';
 import { OUTPUTS, type Batch, type Output, type TelemetryBuffer } from './buffer.js';
@@ -32,6 +32,12 @@ export interface FrameResult {
     score: number;
     box: { x: number; y: number; width: number; height: number };
   }[];
+  /** Anomaly models: the image score, its threshold and the defect regions (no map upstream). */
+  anomaly?: {
+    score: number;
+    threshold: number;
+    regions: { box: { x: number; y: number; width: number; height: number }; area: number; peak: number }[];
+  };
   totalMs: number;
   at: string;
 }
@@ -158,7 +164,9 @@ export class TelemetryPublisher {
     this.produce('results', group, { defect: String(r.defect), modelVersion: r.model.version }, fitResult(r));
   }
 
-  event(e: LifecycleEvent | { event: 'daemon-started' | 'daemon-stopping'; [k: string]: unknown }): void {
+  event(
+    e: LifecycleEvent | DriftEvent | { event: 'daemon-started' | 'daemon-stopping'; [k: string]: unknown },
+  ): void {
     this.produce('events', 'events', { event: e.event }, { ...e, at: new Date().toISOString() });
   }
 

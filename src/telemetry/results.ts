@@ -12,6 +12,7 @@ export interface ScoredFrameFields {
     defect: boolean;
     classification?: FrameResult['classification'];
     detections?: FrameResult['detections'];
+    anomaly?: FrameResult['anomaly'];
   };
   timing: { totalMs: number };
   at: string;
@@ -29,6 +30,9 @@ export function resultOf(f: ScoredFrameFields): FrameResult {
     defect: p.defect,
     ...(p.classification ? { classification: p.classification } : {}),
     ...(p.detections ? { detections: p.detections } : {}),
+    ...(p.anomaly
+      ? { anomaly: { score: p.anomaly.score, threshold: p.anomaly.threshold, regions: p.anomaly.regions } }
+      : {}),
     totalMs: round(f.timing.totalMs),
     at: f.at,
   };

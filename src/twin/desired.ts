@@ -1,6 +1,7 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { SCORING_FIELDS, fieldSchemas, type Config, type ScoringSettings } from '../config.js';
 import { captureProblem, captureSchema, type DesiredCapture } from '../capture/settings.js';
+import { driftSchema, type DesiredDrift } from '../drift/settings.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { DesiredModel } from '../models/published-model.js';
 import { manifestSchema } from '../scoring/manifest.js';
@@ -19,6 +20,8 @@ export interface DesiredState {
   candidate: DesiredCandidate | undefined;
   /** The `capture` block (README, "Capture for retraining"); undefined keeps the defaults. */
   capture: DesiredCapture | undefined;
+  /** The `drift` block (README, "Drift"); undefined keeps the defaults. */
+  drift: DesiredDrift | undefined;
 }
 
 /** The desired `candidate`: a model block plus the share of frames it scores. */
@@ -80,6 +83,7 @@ const desiredSchema = {
     telemetry: { oneOf: [telemetrySchema, { type: 'null' }] },
     candidate: { oneOf: [candidateSchema, { type: 'null' }] },
     capture: { oneOf: [captureSchema, { type: 'null' }] },
+    drift: { oneOf: [driftSchema, { type: 'null' }] },
   },
 } as const;
 
@@ -91,6 +95,7 @@ interface DesiredDocument {
   telemetry?: Partial<TelemetrySettings> | null;
   candidate?: (DesiredModel & { sampleRate?: number }) | null;
   capture?: DesiredCapture | null;
+  drift?: DesiredDrift | null;
 }
 
 /** The share of frames a candidate scores when its block does not say. */
@@ -161,6 +166,7 @@ export function parseDesired(doc: unknown): DesiredState {
         }
       : undefined,
     capture: doc.capture ?? undefined,
+    drift: doc.drift ?? undefined,
   };
 }
 

@@ -11,6 +11,7 @@ import {
   type TelemetrySettings,
 } from './desired.js';
 import type { DesiredCapture } from '../capture/settings.js';
+import type { DesiredDrift } from '../drift/settings.js';
 import type { ModelManager } from '../models/manager.js';
 import type { ReportedProperties } from './reported.js';
 
@@ -36,6 +37,8 @@ export interface ReconcilerDeps {
   onCandidate?: (candidate: DesiredCandidate | undefined, settings: ScoringSettings) => void;
   /** Applies the desired `capture` block (undefined: the defaults, capture off). */
   onCapture?: (desired: DesiredCapture | undefined) => void;
+  /** Applies the desired `drift` block (undefined: the defaults). */
+  onDrift?: (desired: DesiredDrift | undefined) => void;
   /** Delay before the first retry of a retriable failure (MODEL_RETRY_MS; doubles up to 5 min). */
   retryInitialMs?: number;
 }
@@ -149,6 +152,7 @@ export class DesiredStateReconciler {
     reported.set('telemetry', telemetry);
     onTelemetry(telemetry);
     this.deps.onCapture?.(state.capture);
+    this.deps.onDrift?.(state.drift);
     this.deps.onCandidate?.(state.candidate, this.scoring);
     this.pending = manager
       .apply(this.modelFor(state), this.scoring, { force })

@@ -153,3 +153,44 @@ export function pngBomb(width = 20000, height = 20000, opts: { bitDepth?: 1 | 8 
     pngChunk('IEND', Buffer.alloc(0)),
   ]);
 }
+
+/** A small seeded PRNG (mulberry32), so the frames are the same every run. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const BOARD_W = 160;
+const BOARD_H = 120;
+
+/**
+ * A 160×120 JPEG board as a line camera sees it (drift tests): solder-mask green with light pads at random places, lighting
+ * that varies a little from frame to frame, sensor noise. `gain` darkens, `blur` defocuses.
+ */
+export async function boardFrame(
+  r: () => number,
+  opts: { gain?: number; blur?: number } = {},
+): Promise<Buffer> {
+  const light = (0.9 + 0.2 * r()) * (opts.gain ?? 1);
+  const pads = Array.from({ length: 4 + Math.floor(r() * 6) }, () => ({
+    x: Math.floor(r() * (BOARD_W - 24)),
+    y: Math.floor(r() * (BOARD_H - 16)),
+    w: 8 + Math.floor(r() * 16),
+    h: 6 + Math.floor(r() * 10),
+  }));
+  const raw = makeRaw(BOARD_W, BOARD_H, 3, (x, y) => {
+    const pad = pads.some((p) => x >= p.x && x < p.x + p.w && y >= p.y && y < p.y + p.h);
+    const noise = (r() - 0.5) * 12;
+    const base = pad ? [200, 200, 190] : [30, 110, 45];
+    return base.map((v) => v * light + noise);
+  });
+  let img = sharp(raw, { raw: { width: BOARD_W, height: BOARD_H, channels: 3 } });
+  if (opts.blur) img = img.blur(opts.blur);
+  return img.jpeg({ quality: 90 }).toBuffer();
+}

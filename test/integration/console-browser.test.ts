@@ -5,6 +5,8 @@ import type { Browser, Page } from 'playwright-core';
 import sharp, { type OutputInfo } from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { demoModel } from '../helpers/console.js';
+import { encodeFrame, solidFrame } from '../helpers/frames.js';
+import { anomalyMap, buildAnomalibModel } from '../helpers/model-families.js';
 import { launchChromium } from '../helpers/browser.js';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
 import { postFrame, request } from '../helpers/http.js';
@@ -111,6 +113,61 @@ describe('operator console in a browser', () => {
     await expect(tile.locator('figcaption').textContent()).resolves.toContain(
       `line-1 · DEFECT · ${scored.detections.length} detections · aoi-solder-bridge-demo 1`,
     );
+  });
+
+  it("live view: an anomaly model's map is drawn as heat over the frame, with its regions and score", async () => {
+    // Hot cells at (1,1), (2,1), (2,2) and (6,5), (5,6) of an 8×8 map; the rest reads 0.1.
+    daemon = await startDaemon({
+      model: buildAnomalibModel({
+        score: 0.73,
+        map: anomalyMap([
+          [1, 1, 0.8],
+          [2, 1, 0.9],
+          [2, 2, 0.7],
+          [6, 5, 0.6],
+          [5, 6, 0.55],
+        ]),
+      }),
+      manifest: { name: 'patchcore' },
+    });
+    page = await open(daemon, '#live');
+    await page.getByText('live', { exact: true }).waitFor();
+    const body = await encodeFrame(solidFrame(320, 240, 3, 90), 320, 240, 3, 'png');
+    const answer = await postFrame(`${daemon.url}/v1/score`, body, 'image/png', {
+      'x-camera-id': 'line-2',
+      'x-frame-id': 'solder-1',
+    });
+    expect((answer.json as { defect: boolean }).defect).toBe(true);
+    const tile = page.locator('figure.tile[data-camera="line-2"][data-frame-id="solder-1"]');
+    await tile.waitFor();
+    await expect(tile.locator('figcaption').textContent()).resolves.toContain(
+      'anomaly 0.73 / 0.50, 2 regions',
+    );
+    const shot = await sharp(await tile.locator('canvas').screenshot())
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const k = shot.info.width / 320;
+    // The stretch-resized map covers the frame: cell (x, y) is 40 × 30 frame pixels.
+    const centre = (cx: number, cy: number): [number, number, number] =>
+      pixel(shot, (cx + 0.5) * 40 * k, (cy + 0.5) * 30 * k);
+    const redness = ([r, g]: [number, number, number]): number => r - g;
+    // Hot cells are red on the screen, cold ones stay the frame's grey.
+    for (const [cx, cy] of [
+      [2, 1],
+      [1, 1],
+      [6, 5],
+    ] as const)
+      expect(redness(centre(cx, cy)), `cell ${cx},${cy}`).toBeGreaterThan(60);
+    for (const [cx, cy] of [
+      [6, 1],
+      [1, 6],
+      [4, 3],
+    ] as const)
+      expect(Math.abs(redness(centre(cx, cy))), `cell ${cx},${cy}`).toBeLessThan(35);
+    // The region around the first three cells is outlined in the defect red along its left edge.
+    const edge = [0.3, 0.5, 0.7].map((f) => pixel(shot, 40 * k + 1, (30 + f * 60) * k));
+    expect(edge.filter(isRed)).toHaveLength(edge.length);
   });
 
   it('model view: a swap made through the desired file shows as the active model and in the history', async () => {

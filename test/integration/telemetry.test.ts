@@ -8,6 +8,7 @@ import {
   type IotHubEmulator,
 } from '../helpers/iothub-emulator.js';
 import { waitFor } from '../helpers/lifecycle.js';
+import { anomalyMap, buildAnomalibModel } from '../helpers/model-families.js';
 import { buildYoloV8Detector } from '../helpers/onnx-builder.js';
 
 /**
@@ -136,6 +137,39 @@ describe('upstream telemetry', () => {
     expect(Math.max(...msgs.map((m) => m.bytes))).toBeGreaterThan(100_000); // they really were big
     const all = resultsOf(msgs);
     expect(all.every((r) => (r.detections?.length ?? 0) > 0)).toBe(true);
+  });
+
+  it("an anomaly model's results carry its score, threshold and regions upstream, never the map", async () => {
+    const model = buildAnomalibModel({
+      score: 0.73,
+      map: anomalyMap([
+        [1, 1, 0.8],
+        [2, 1, 0.9],
+        [6, 5, 0.6],
+      ]),
+    });
+    const d = await start({}, { model, manifest: { name: 'patchcore', version: '2' } });
+    await connected(d);
+    await post(d, 'anomalous-1');
+    await waitFor(() => (deliveredIds().has('anomalous-1') ? true : undefined), 'anomaly result delivered');
+    const [r] = resultsOf(hub.messages('results')) as (ResultBody['results'][number] & {
+      anomaly?: {
+        score: number;
+        threshold: number;
+        regions: { box: object; area: number; peak: number }[];
+        map?: unknown;
+      };
+    })[];
+    expect(r).toMatchObject({
+      frameId: 'anomalous-1',
+      defect: true,
+      model: { name: 'patchcore', version: '2' },
+    });
+    expect(r!.anomaly!.score).toBeCloseTo(0.73, 6);
+    expect(r!.anomaly!.threshold).toBe(0.5);
+    expect(r!.anomaly!.regions).toHaveLength(2);
+    expect(Math.max(...r!.anomaly!.regions.map((g) => g.peak))).toBeCloseTo(0.9, 5);
+    expect(r!.anomaly!.map).toBeUndefined();
   });
 
   it('a 30 s broker outage with frames scored throughout: every result is delivered after reconnect', async () => {

@@ -1,47 +1,8 @@
-import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { frameFeatures } from '../../src/drift/features.js';
 import { DriftWindow, referenceProfile, type FrameSample } from '../../src/drift/profile.js';
 import { psi, psiBaseline } from '../../src/drift/psi.js';
-import { makeRaw } from '../helpers/frames.js';
-
-/** A small seeded PRNG (mulberry32), so the frames are the same every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const W = 160;
-const H = 120;
-
-/**
- * A board as a line camera sees it: solder-mask green with light pads at random places, lighting
- * that varies a little from frame to frame, sensor noise. `gain` darkens, `blur` defocuses.
- */
-async function boardFrame(r: () => number, opts: { gain?: number; blur?: number } = {}): Promise<Buffer> {
-  const light = (0.9 + 0.2 * r()) * (opts.gain ?? 1);
-  const pads = Array.from({ length: 4 + Math.floor(r() * 6) }, () => ({
-    x: Math.floor(r() * (W - 24)),
-    y: Math.floor(r() * (H - 16)),
-    w: 8 + Math.floor(r() * 16),
-    h: 6 + Math.floor(r() * 10),
-  }));
-  const raw = makeRaw(W, H, 3, (x, y) => {
-    const pad = pads.some((p) => x >= p.x && x < p.x + p.w && y >= p.y && y < p.y + p.h);
-    const noise = (r() - 0.5) * 12;
-    const base = pad ? [200, 200, 190] : [30, 110, 45];
-    return base.map((v) => v * light + noise);
-  });
-  let img = sharp(raw, { raw: { width: W, height: H, channels: 3 } });
-  if (opts.blur) img = img.blur(opts.blur);
-  return img.jpeg({ quality: 90 }).toBuffer();
-}
+import { boardFrame, rng } from '../helpers/frames.js';
 
 async function samples(
   count: number,
@@ -51,7 +12,7 @@ async function samples(
   const r = rng(seed);
   const out: FrameSample[] = [];
   for (let i = 0; i < count; i++) {
-    const features = await frameFeatures(await boardFrame(r, opts));
+    const features = await frameFeatures({ body: await boardFrame(r, opts), mediaType: 'image/jpeg' });
     out.push({
       ...features,
       topScore: 0.7 + 0.3 * r(),

@@ -34,6 +34,19 @@ export async function drawFrame(canvas: HTMLCanvasElement, frame: LiveFrame): Pr
   ctx.font = 'bold 13px system-ui, sans-serif';
   ctx.lineWidth = 3;
   for (const d of frame.detections ?? []) {
+    const outline = d.mask?.polygon;
+    if (outline && outline.length > 2) {
+      // The instance mask: its outline filled, translucent, under the box.
+      ctx.beginPath();
+      outline.forEach(([px, py], i) =>
+        i === 0 ? ctx.moveTo(px * sx, py * sy) : ctx.lineTo(px * sx, py * sy),
+      );
+      ctx.closePath();
+      ctx.globalAlpha = 0.35;
+      ctx.fillStyle = colour;
+      ctx.fill();
+      ctx.globalAlpha = 1;
+    }
     const x = d.box.x * sx;
     const y = d.box.y * sy;
     ctx.strokeStyle = colour;
@@ -46,14 +59,68 @@ export async function drawFrame(canvas: HTMLCanvasElement, frame: LiveFrame): Pr
     ctx.fillStyle = '#000';
     ctx.fillText(text, x + 3, ty + 13);
   }
+  if (frame.anomaly) await drawAnomaly(ctx, frame.anomaly, sx, sy, colour);
   const top = frame.classification?.[0];
-  if (top && !frame.detections?.length) {
-    const text = `${top.label} ${top.score.toFixed(2)}`;
+  const corner = frame.anomaly
+    ? { label: 'anomaly', score: frame.anomaly.score }
+    : top && !frame.detections?.length
+      ? top
+      : undefined;
+  if (corner) {
+    const text = `${corner.label} ${corner.score.toFixed(2)}`;
     const w = ctx.measureText(text).width + 12;
     ctx.fillStyle = colour;
     ctx.fillRect(0, 0, w, 22);
     ctx.fillStyle = '#000';
     ctx.fillText(text, 6, 16);
+  }
+}
+
+/**
+ * An anomaly model's answer over the frame: the map as a heat overlay (red, as opaque as the map is
+ * hot, clipped to the frame), then each defect region's box with its peak value.
+ */
+async function drawAnomaly(
+  ctx: CanvasRenderingContext2D,
+  a: NonNullable<LiveFrame['anomaly']>,
+  sx: number,
+  sy: number,
+  colour: string,
+): Promise<void> {
+  if (a.map) {
+    const grey = await createImageBitmap(new Blob([decodeBase64(a.map.image)], { type: 'image/png' }));
+    const heat = document.createElement('canvas');
+    heat.width = grey.width;
+    heat.height = grey.height;
+    const hctx = heat.getContext('2d');
+    if (hctx) {
+      hctx.drawImage(grey, 0, 0);
+      const px = hctx.getImageData(0, 0, heat.width, heat.height);
+      for (let i = 0; i < px.data.length; i += 4) {
+        const v = px.data[i]!;
+        px.data[i] = 255;
+        px.data[i + 1] = 0;
+        px.data[i + 2] = 0;
+        px.data[i + 3] = Math.round(v * 0.55);
+      }
+      hctx.putImageData(px, 0, 0);
+      const { x, y, width, height } = a.map.box;
+      ctx.imageSmoothingEnabled = true;
+      ctx.drawImage(heat, x * sx, y * sy, width * sx, height * sy);
+    }
+    grey.close();
+  }
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = 3;
+  for (const r of a.regions) {
+    ctx.strokeRect(r.box.x * sx, r.box.y * sy, r.box.width * sx, r.box.height * sy);
+    const text = r.peak.toFixed(2);
+    const w = ctx.measureText(text).width + 8;
+    const ty = r.box.y * sy >= 18 ? r.box.y * sy - 18 : (r.box.y + r.box.height) * sy;
+    ctx.fillStyle = colour;
+    ctx.fillRect(r.box.x * sx - 1.5, ty, w, 18);
+    ctx.fillStyle = '#000';
+    ctx.fillText(text, r.box.x * sx + 3, ty + 13);
   }
 }
 
@@ -145,9 +212,11 @@ export class LiveView implements View {
     await drawFrame(t.canvas, frame);
     t.root.classList.toggle('defect', frame.defect);
     t.root.setAttribute('data-frame-id', frame.frameId);
-    const what = frame.detections
-      ? `${frame.detections.length} detection${frame.detections.length === 1 ? '' : 's'}`
-      : (frame.classification?.[0]?.label ?? frame.task);
+    const what = frame.anomaly
+      ? `anomaly ${frame.anomaly.score.toFixed(2)} / ${frame.anomaly.threshold.toFixed(2)}, ${frame.anomaly.regions.length} region${frame.anomaly.regions.length === 1 ? '' : 's'}`
+      : frame.detections
+        ? `${frame.detections.length} detection${frame.detections.length === 1 ? '' : 's'}`
+        : (frame.classification?.[0]?.label ?? frame.task);
     t.caption.textContent = `${frame.cameraId} · ${frame.defect ? 'DEFECT' : 'ok'} · ${what} · ${frame.model.name} ${frame.model.version} · ${frame.timing.totalMs.toFixed(1)} ms · ${new Date(frame.at).toLocaleTimeString()}`;
   }
 }

@@ -32,7 +32,7 @@ function json(value: unknown): HTMLElement {
 /**
  * The model view: the model that answers, the history of changes with their outcome and error
  * codes, and the twin's desired document beside what the daemon reports. Candidate and drift
- * figures appear when the daemon reports them (a `shadow` or `drift` section).
+ * figures appear when the daemon reports them (its `candidate` and `drift` sections).
  */
 export class ModelView implements View {
   private timer: number | undefined;
@@ -82,7 +82,20 @@ export class ModelView implements View {
       ...doc.history.map(historyRow),
     ]);
     const reported = (doc.reported ?? {}) as Record<string, unknown>;
-    const trial = ['shadow', 'drift'].filter((k) => k in reported);
+    const trial = ['candidate', 'drift'].filter((k) => k in reported);
+    const drift = reported.drift as
+      | { state: string; worst: { feature: string; camera: string; psi: number; baseline: number } | null }
+      | undefined;
+    const driftLine = drift
+      ? el('p', {
+          attrs: { id: 'drift-state' },
+          text: `Drift: ${drift.state}${
+            drift.worst
+              ? ` — furthest: ${drift.worst.feature} on ${drift.worst.camera}, PSI ${drift.worst.psi.toFixed(3)} (chance alone reads ${drift.worst.baseline.toFixed(3)})`
+              : ''
+          }`,
+        })
+      : undefined;
     root.replaceChildren(
       el('section', {}, [el('h2', { text: 'Active model' }), active]),
       el('section', {}, [
@@ -104,6 +117,7 @@ export class ModelView implements View {
       ]),
       el('section', {}, [
         el('h2', { text: 'Candidate and drift' }),
+        ...(driftLine ? [driftLine] : []),
         trial.length
           ? json(Object.fromEntries(trial.map((k) => [k, reported[k]])))
           : el('p', { className: 'muted', text: 'This daemon reports no shadow trial or drift figures.' }),

@@ -1,6 +1,6 @@
 import { EdgeError, ErrorCodes } from '../../errors.js';
 import { anomalyRegions, smallMap } from '../anomaly-regions.js';
-import type { FrameGeometry } from '../geometry.js';
+import { inputRectInFrame, type FrameGeometry } from '../geometry.js';
 import type { ModelManifest } from '../manifest.js';
 import {
   asNumbers,
@@ -128,7 +128,12 @@ class AnomalibDecoder implements BatchDecoder {
       out.push({
         // NaN is not a defect, and not a number to answer: it fails the comparison.
         defect: score > threshold,
-        anomaly: { score, threshold, regions, map: smallMap(values, w, h) },
+        anomaly: {
+          score,
+          threshold,
+          regions,
+          map: { ...smallMap(values, w, h), frame: inputRectInFrame(g, input.width, input.height) },
+        },
       });
     }
     return out;

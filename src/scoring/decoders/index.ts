@@ -12,6 +12,7 @@ import { rtdetrLyuwenyu } from './rtdetr-lyuwenyu.js';
 import { yoloEnd2end } from './end2end.js';
 import { yolov5 } from './yolov5.js';
 import { yolov8 } from './yolov8.js';
+import { yoloSeg } from './seg.js';
 
 /**
  * The registry of output decoders: one file per output format, one line per file in `decoders`
@@ -55,6 +56,7 @@ export const decoders = [
   rtdetr,
   rtdetrLyuwenyu,
   yoloObb,
+  yoloSeg,
   anomalib,
   raw,
 ] as const;
