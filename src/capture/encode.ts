@@ -1,5 +1,6 @@
-import sharp, { type Matrix3x3 } from 'sharp';
+import sharp, { type Matrix3x3, type Sharp } from 'sharp';
 import { decodeRaw } from '../scoring/pixel-formats/index.js';
+import { unpackMono12p } from '../scoring/pixel-formats/mono12p.js';
 
 /** The fields of a posted frame capture needs (the engine's FrameInput fits this shape). */
 export interface PostedFrame {
@@ -24,9 +25,14 @@ const BGR_TO_RGB: Matrix3x3 = [
 ];
 
 /**
- * The bytes a capture keeps: an encoded frame exactly as posted; a raw camera buffer as a lossless
- * PNG of its 8-bit pixels (bgr8 turned into RGB order, which every training tool reads). Runs on
- * sharp's thread pool.
+ * The bytes a capture keeps (docs/capture.md, "What is stored"): an encoded frame exactly as
+ * posted; a raw camera buffer as a PNG, with the format in the sidecar's `frame.raw`:
+ * - `mono8` grey, `rgb8` as is, `bgr8` in RGB order (a permutation, exact on 8-bit values);
+ * - `mono16` and `mono12p` as 16-bit grey of the sensor values (0..2^bits − 1, not rescaled);
+ * - Bayer and YUV 4:2:2 as the 8-bit RGB the model was given: demosaicing and chroma upsampling
+ *   cannot be undone, and a training pipeline needs a picture of the scene, which the mosaic or
+ *   the interleaved bytes are not.
+ * Runs on sharp's thread pool.
  */
 export async function captureBytes(
   frame: PostedFrame,
@@ -34,12 +40,32 @@ export async function captureBytes(
   if (!frame.raw) {
     return { data: frame.body, ext: EXTENSIONS[frame.mediaType] ?? 'bin', mediaType: frame.mediaType };
   }
-  const { width, height } = frame.raw;
-  // mono8, rgb8 and bgr8 are kept exactly; the other camera formats (mono16, packed, Bayer, YUV) as
-  // the 8-bit pixels the model was given (docs/capture.md, "What is stored").
-  const px = decodeRaw(frame.body, frame.raw);
-  let img = sharp(px.data, { raw: { width, height, channels: px.channels } });
-  if (px.channels === 3 && px.order === 'bgr') img = img.recomb(BGR_TO_RGB);
-  const data = await img.png({ compressionLevel: 3 }).toBuffer();
+  const { width, height, format } = frame.raw;
+  const png = (img: Sharp): Promise<Buffer> => img.png({ compressionLevel: 3 }).toBuffer();
+  // sharp writes one-channel input as RGB unless told the image is grey.
+  const grey8 = (data: Uint8Array, w: number): Promise<Buffer> =>
+    png(sharp(data, { raw: { width: w, height, channels: 1 } }).toColourspace('b-w'));
+  let data: Buffer;
+  if (format === 'mono16' || format === 'mono12p') {
+    const count = width * height;
+    const values =
+      format === 'mono16'
+        ? Uint16Array.from({ length: count }, (_, i) => frame.body.readUInt16LE(2 * i))
+        : unpackMono12p(frame.body, count);
+    data = await png(
+      // A Uint16Array input is read as 16-bit samples.
+      sharp(values, { raw: { width, height, channels: 1 } }).toColourspace('grey16'),
+    );
+  } else {
+    // mono8, rgb8, bgr8 exactly; Bayer and YUV as the RGB the model was given.
+    const px = decodeRaw(frame.body, frame.raw);
+    if (px.channels === 1) {
+      data = await grey8(px.data, width);
+    } else {
+      let img = sharp(px.data, { raw: { width, height, channels: 3 } });
+      if (px.order === 'bgr') img = img.recomb(BGR_TO_RGB);
+      data = await png(img);
+    }
+  }
   return { data, ext: 'png', mediaType: 'image/png' };
 }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CaptureRules } from '../../src/capture/rules.js';
 import { effectiveCapture } from '../../src/capture/settings.js';
+import { decodeRaw } from '../../src/scoring/pixel-formats/index.js';
 import { captureService, jpegFrame, scored, stopCaptureServices } from '../helpers/captures.js';
 
 afterEach(() => stopCaptureServices());
@@ -103,6 +104,80 @@ describe('capture store', () => {
     for (let i = 0; i < bgr.length; i += 3)
       [rgb[i], rgb[i + 1], rgb[i + 2]] = [bgr[i + 2]!, bgr[i + 1]!, bgr[i]!];
     expect(back).toEqual(rgb);
+  });
+
+  it('keeps the sensor values of 12- and 16-bit frames; Bayer and YUV as the RGB the model saw', async () => {
+    const { service } = await captureService();
+    await service.setSettings({ enabled: true, rules: [ALL[2]!] });
+    const { default: sharp } = await import('sharp');
+    const w = 6;
+    const h = 4;
+    const n = w * h;
+    const values12 = Array.from({ length: n }, (_, i) => (i * 173 + 5) & 0xfff);
+    const mono16 = Buffer.alloc(2 * n);
+    values12.forEach((v, i) => mono16.writeUInt16LE(v, 2 * i));
+    // Mono12p: two pixels in three bytes, least significant bits first.
+    const mono12p = Buffer.alloc((n * 3) / 2);
+    for (let i = 0, p = 0; i < n; i += 2, p += 3) {
+      const [a, b] = [values12[i]!, values12[i + 1]!];
+      mono12p[p] = a & 0xff;
+      mono12p[p + 1] = (a >> 8) | ((b & 0x0f) << 4);
+      mono12p[p + 2] = b >> 4;
+    }
+    const mosaic = Buffer.from(Array.from({ length: n }, (_, i) => (i * 41) & 0xff));
+    const yuyv = Buffer.from(Array.from({ length: 2 * n }, (_, i) => (i * 29 + 3) & 0xff));
+    const cases = [
+      { format: 'mono16', bits: 12, body: mono16 },
+      { format: 'mono12p', body: mono12p },
+      { format: 'bayer_rg8', body: mosaic },
+      { format: 'yuv422_yuyv', body: yuyv },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const f = scored(c.body, { frameId: `raw-${i}` });
+      f.frame = {
+        body: c.body,
+        mediaType: 'application/octet-stream',
+        raw: { format: c.format, width: w, height: h, ...(c.bits ? { bits: c.bits } : {}) },
+      };
+      await service.handle(f);
+    }
+    const byFrame = new Map([...service.store.records()].map((r) => [r.frameId, r]));
+    const stored = async (i: number): Promise<{ data: Buffer; info: { width: number; depth: string } }> => {
+      const png = await service.store.readFrame(byFrame.get(`raw-${i}`)!.id);
+      const meta = await sharp(png!).metadata();
+      const depth = meta.depth === 'ushort' ? 'ushort' : 'uchar';
+      const img = sharp(png!);
+      const { data, info } = await img
+        .toColourspace(depth === 'ushort' ? 'grey16' : 'b-w')
+        .raw({ depth })
+        .toBuffer({ resolveWithObject: true });
+      return { data, info: { width: info.width, depth } };
+    };
+    const u16 = (b: Buffer): number[] => [...new Uint16Array(b.buffer, b.byteOffset, b.length / 2)];
+    for (const i of [0, 1]) {
+      const s = await stored(i);
+      expect(s.info).toEqual({ width: w, depth: 'ushort' });
+      expect(u16(s.data), cases[i]!.format).toEqual(values12);
+    }
+    // Bayer and YUV: exactly the RGB pixels scoring decoded for the model.
+    for (const i of [2, 3]) {
+      const c = cases[i]!;
+      const png = (await service.store.readFrame(byFrame.get(`raw-${i}`)!.id))!;
+      const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
+      expect([info.width, info.channels]).toEqual([w, 3]);
+      expect(data, c.format).toEqual(decodeRaw(c.body, { format: c.format, width: w, height: h }).data);
+    }
+    expect(byFrame.get('raw-0')!.frame).toMatchObject({ raw: { format: 'mono16', width: w, height: h } });
+    // Grey PNGs (colour type 0), 16-bit where the sensor values need it: nothing is stored bigger.
+    for (const [i, depth, colour] of [
+      [0, 16, 0],
+      [1, 16, 0],
+      [2, 8, 2],
+      [3, 8, 2],
+    ] as const) {
+      const png = (await service.store.readFrame(byFrame.get(`raw-${i}`)!.id))!;
+      expect([png[24], png[25]], cases[i]!.format).toEqual([depth, colour]);
+    }
   });
 
   it('never lists a half capture left by a crash, and removes it', async () => {
