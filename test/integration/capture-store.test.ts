@@ -144,9 +144,9 @@ describe('capture store', () => {
     const byFrame = new Map([...service.store.records()].map((r) => [r.frameId, r]));
     const stored = async (i: number): Promise<{ data: Buffer; info: { width: number; depth: string } }> => {
       const png = await service.store.readFrame(byFrame.get(`raw-${i}`)!.id);
-      const meta = await sharp(png!).metadata();
+      const meta = await sharp(png).metadata();
       const depth = meta.depth === 'ushort' ? 'ushort' : 'uchar';
-      const img = sharp(png!);
+      const img = sharp(png);
       const { data, info } = await img
         .toColourspace(depth === 'ushort' ? 'grey16' : 'b-w')
         .raw({ depth })
