@@ -131,6 +131,11 @@ export class ModelRuntime {
     return this.admitted + this.pending.length;
   }
 
+  /** Whether a frame waits for this runtime or every one of its workers is running a batch. */
+  get busy(): boolean {
+    return this.depth > 0 || this.idle.length === 0;
+  }
+
   /** Seconds a client should wait before retrying when the queue is full. */
   retryAfterSeconds(): number {
     const ms = (this.depth * this.msPerFrame) / Math.max(1, this.workers.length);

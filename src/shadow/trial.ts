@@ -59,7 +59,8 @@ const spentMs = (t: ScoreOutcome['timing']): number =>
  * already been sent, and scores a share of them with `engine.scoreAs('candidate', …)`.
  *
  * It never competes with the line: a frame is shed (counted, never scored) when the active runtime
- * has frames waiting for a worker, or when the candidate's own small queue is full. The candidate
+ * is busy (a frame waits for it, or all its workers are running), or when the candidate's own
+ * small queue is full. The candidate
  * runs with one worker and a queue of `maxBatchSize` (at least 2), whatever the line's settings.
  */
 export class ShadowTrial {
@@ -237,7 +238,7 @@ export class ShadowTrial {
       return;
     }
     const active = engine.runtimeOf('active');
-    if (active && active.depth > active.settings.workers) {
+    if (active?.busy) {
       this.shedFrame('shed_busy');
       return;
     }

@@ -38,6 +38,12 @@ export interface FrameResult {
     threshold: number;
     regions: { box: { x: number; y: number; width: number; height: number }; area: number; peak: number }[];
   };
+  /** A board scored by regions (README, "Board layouts"): how many, and the defective ones. */
+  board?: {
+    layout: string | null;
+    regions: number;
+    defectiveRegions: { id: string; ref?: string; label?: string; score?: number }[];
+  };
   totalMs: number;
   at: string;
 }
@@ -73,6 +79,8 @@ export class TelemetryPublisher {
   private window = {
     frames: 0,
     defects: 0,
+    regions: 0,
+    defectiveRegions: 0,
     labels: new Map<string, number>(),
     latencies: [] as number[],
     since: Date.now(),
@@ -154,6 +162,10 @@ export class TelemetryPublisher {
     const w = this.window;
     w.frames++;
     if (r.defect) w.defects++;
+    if (r.board) {
+      w.regions += r.board.regions;
+      w.defectiveRegions += r.board.defectiveRegions.length;
+    }
     const labels =
       r.detections?.map((d) => d.label) ?? (r.classification?.[0] ? [r.classification[0].label] : []);
     for (const l of labels) w.labels.set(l, (w.labels.get(l) ?? 0) + 1);
@@ -201,6 +213,8 @@ export class TelemetryPublisher {
         to: new Date(now).toISOString(),
         frames: w.frames,
         defects: w.defects,
+        regions: w.regions,
+        defectiveRegions: w.defectiveRegions,
         labels: Object.fromEntries(w.labels),
         latencyMs: { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99) },
         framesPerSec: Math.round((w.frames / seconds) * 100) / 100,
@@ -212,7 +226,15 @@ export class TelemetryPublisher {
     );
     this.lastRejections = rejections;
     this.lastDropped = dropped;
-    this.window = { frames: 0, defects: 0, labels: new Map(), latencies: [], since: now };
+    this.window = {
+      frames: 0,
+      defects: 0,
+      regions: 0,
+      defectiveRegions: 0,
+      labels: new Map(),
+      latencies: [],
+      since: now,
+    };
   }
 
   private kick(): void {

@@ -87,6 +87,17 @@ async function score(d: Daemon): Promise<Seg> {
   return a.json as Seg;
 }
 
+/** The AVA route's entities of the same frame: label and box normalised to the frame. */
+async function avaEntities(d: Daemon): Promise<[string, Record<string, number>][]> {
+  const frame = await encodeFrame(solidFrame(320, 240, 3, 90), 320, 240, 3, 'png');
+  const a = await postFrame(`${d.url}/score`, frame, 'image/png');
+  expect(a.status, a.text).toBe(200);
+  const body = a.json as {
+    inferences: { entity: { tag: { value: string }; box: Record<string, number> } }[];
+  };
+  return body.inferences.map((i) => [i.entity.tag.value, i.entity.box]);
+}
+
 describe('YOLO segmentation', () => {
   it('NMS head (task: segment): masks decoded as Ultralytics does, as polygons in frame pixels', async () => {
     const model = buildConstantModel({
@@ -116,6 +127,8 @@ describe('YOLO segmentation', () => {
     expect(d!.score).toBeCloseTo(0.9, 6);
     expect(d!.mask.polygon).toEqual(EXPECTED_POLYGON);
     expect(a.defect).toBe(false);
+    // /score answers the box as an entity, normalised to the frame.
+    expect(await avaEntities(daemon)).toEqual([['solder', { l: 0.2, t: 0.033333, w: 0.6, h: 0.533333 }]]);
   });
 
   it('end-to-end head (YOLO26, end2end: True): final rows with coefficients, no NMS, same masks', async () => {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
-import { encodeFrame, solidFrame } from '../helpers/frames.js';
-import { postFrame, scrape, metricValue } from '../helpers/http.js';
+import { encodeFrame, gradientFrame, solidFrame } from '../helpers/frames.js';
+import { postFrame, request, scrape, metricValue } from '../helpers/http.js';
 import {
   startIotHubEmulator,
   type CapturedMessage,
@@ -170,6 +170,65 @@ describe('upstream telemetry', () => {
     expect(r!.anomaly!.regions).toHaveLength(2);
     expect(Math.max(...r!.anomaly!.regions.map((g) => g.peak))).toBeCloseTo(0.9, 5);
     expect(r!.anomaly!.map).toBeUndefined();
+  });
+
+  it('a board scored by a layout is one result upstream with its region count and defective regions; stats count regions', async () => {
+    const d = await start();
+    await connected(d);
+    const layout = {
+      regions: [
+        { id: 'R1', x: 0, y: 0, width: 16, height: 16, ref: 'R1' },
+        { id: 'C2', x: 16, y: 0, width: 16, height: 16, ref: 'C2' },
+        { id: 'U3', x: 0, y: 16, width: 32, height: 16, ref: 'U3' },
+      ],
+    };
+    const put = await request(`${d.url}/v1/layouts/panel-a`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(layout),
+    });
+    expect(put.status, put.text).toBeLessThan(300);
+    const board = await encodeFrame(gradientFrame(32, 32), 32, 32, 3, 'png');
+    const a = await postFrame(`${d.url}/v1/score?layout=panel-a`, board, 'image/png', {
+      'x-frame-id': 'board-1',
+    });
+    expect(a.status, a.text).toBe(200);
+    const answer = a.json as {
+      defectiveRegions: string[];
+      regions: { id: string; label: string; score: number }[];
+    };
+    await waitFor(() => (deliveredIds().has('board-1') ? true : undefined), 'board result delivered');
+    const [r] = resultsOf(hub.messages('results')).filter(
+      (x) => x.frameId === 'board-1',
+    ) as (ResultBody['results'][number] & {
+      board: {
+        layout: string;
+        regions: number;
+        defectiveRegions: { id: string; ref: string; label: string; score: number }[];
+      };
+    })[];
+    expect(r!.board.layout).toBe('panel-a');
+    expect(r!.board.regions).toBe(3);
+    expect(r!.board.defectiveRegions.map((x) => x.id)).toEqual(answer.defectiveRegions);
+    for (const x of r!.board.defectiveRegions) {
+      const region = answer.regions.find((y) => y.id === x.id)!;
+      expect(x).toEqual({ id: region.id, ref: region.id, label: region.label, score: region.score });
+    }
+    const stats = await waitFor(() => {
+      const s = hub
+        .messages('stats')
+        .map(
+          (m) =>
+            JSON.parse(m.body.toString('utf8')) as {
+              frames: number;
+              regions: number;
+              defectiveRegions: number;
+            },
+        )
+        .find((b) => b.regions > 0);
+      return s;
+    }, 'stats counting the regions');
+    expect(stats).toMatchObject({ frames: 1, regions: 3, defectiveRegions: answer.defectiveRegions.length });
   });
 
   it('a 30 s broker outage with frames scored throughout: every result is delivered after reconnect', async () => {
