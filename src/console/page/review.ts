@@ -37,6 +37,8 @@ export class ReviewView implements View {
   private boxes: Box[] = [];
   private drag: { x: number; y: number } | undefined;
   private filter: Filter = 'unlabelled';
+  /** Counts open() calls, so an overtaken one drops its result. */
+  private opening = 0;
   private readonly abort = new AbortController();
   private readonly list = el('ol', { className: 'review-list', attrs: { id: 'review-list' } });
   private readonly canvas = el('canvas', { attrs: { id: 'review-frame' } });
@@ -126,31 +128,49 @@ export class ReviewView implements View {
         li.onclick = () => {
           this.selected = i;
           this.renderList();
-          void this.open();
+          void this.open().catch((err: unknown) => this.fail(err));
         };
         return li;
       }),
     );
   }
 
+  /**
+   * Shows the selected capture. Opens can overlap (a key press while a list reloads): only the
+   * latest one shows what it fetched; an earlier one drops its result.
+   */
   private async open(): Promise<void> {
+    const seq = ++this.opening;
     this.mode = 'idle';
     this.boxes = [];
-    this.image?.close();
-    this.image = undefined;
-    this.meta = undefined;
     const c = this.items[this.selected];
     if (!c) {
+      this.show(undefined, undefined);
+      return;
+    }
+    const meta = await getJson<CaptureMeta>(`/v1/captures/${c.id}/meta`, this.abort.signal);
+    const image = c.frameKept
+      ? await createImageBitmap(await getBlob(`/v1/captures/${c.id}`, this.abort.signal))
+      : undefined;
+    if (seq !== this.opening) {
+      image?.close();
+      return;
+    }
+    this.show(meta, image);
+  }
+
+  private show(meta: CaptureMeta | undefined, image: ImageBitmap | undefined): void {
+    this.image?.close();
+    this.image = image;
+    this.meta = meta;
+    if (!meta) {
       this.canvas.hidden = true;
       this.info.replaceChildren();
       this.hint.textContent = '';
       return;
     }
-    this.meta = await getJson<CaptureMeta>(`/v1/captures/${c.id}/meta`, this.abort.signal);
-    if (c.frameKept)
-      this.image = await createImageBitmap(await getBlob(`/v1/captures/${c.id}`, this.abort.signal));
-    for (const l of answerLabels(this.meta)) if (!this.labels.includes(l)) this.labels.push(l);
-    this.boxes = [...(this.meta.label?.boxes ?? [])];
+    for (const l of answerLabels(meta)) if (!this.labels.includes(l)) this.labels.push(l);
+    this.boxes = [...(meta.label?.boxes ?? [])];
     this.draw();
     this.describe();
   }
