@@ -163,6 +163,11 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     onCandidate: (candidate, settings) => void shadow.apply(candidate, settings),
     onCapture: (desired) => void capture.setSettings(desired).catch((err: unknown) => capture.fail(err)),
     onDrift: (desired) => drift.setSettings(desired),
+    onLayouts: (desired) =>
+      void layouts.applyTwin(desired).then(
+        (report) => reported.set('layouts', report),
+        (err: unknown) => logger.error({ component: 'layouts', err }, 'applying the twin layouts failed'),
+      ),
     retryInitialMs: config.modelRetryMs,
   });
   const capture = new CaptureService({

@@ -3,6 +3,7 @@ import { SCORING_FIELDS, fieldSchemas, type Config, type ScoringSettings } from 
 import { captureProblem, captureSchema, type DesiredCapture } from '../capture/settings.js';
 import { driftSchema, type DesiredDrift } from '../drift/settings.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
+import { LAYOUT_NAME, layoutBodySchema } from '../layouts/schema.js';
 import type { DesiredModel } from '../models/published-model.js';
 import { manifestSchema } from '../scoring/manifest.js';
 import { DEFAULT_TELEMETRY, type TelemetrySettings } from '../telemetry/settings.js';
@@ -22,6 +23,8 @@ export interface DesiredState {
   capture: DesiredCapture | undefined;
   /** The `drift` block (README, "Drift"); undefined keeps the defaults. */
   drift: DesiredDrift | undefined;
+  /** The `layouts` block (README, "Board layouts"): board layouts by name; undefined: none from the twin. */
+  layouts: Record<string, unknown> | undefined;
 }
 
 /** The desired `candidate`: a model block plus the share of frames it scores. */
@@ -84,6 +87,17 @@ const desiredSchema = {
     candidate: { oneOf: [candidateSchema, { type: 'null' }] },
     capture: { oneOf: [captureSchema, { type: 'null' }] },
     drift: { oneOf: [driftSchema, { type: 'null' }] },
+    layouts: {
+      oneOf: [
+        {
+          type: 'object',
+          maxProperties: 200,
+          propertyNames: { pattern: LAYOUT_NAME.source },
+          additionalProperties: layoutBodySchema,
+        },
+        { type: 'null' },
+      ],
+    },
   },
 } as const;
 
@@ -96,6 +110,7 @@ interface DesiredDocument {
   candidate?: (DesiredModel & { sampleRate?: number }) | null;
   capture?: DesiredCapture | null;
   drift?: DesiredDrift | null;
+  layouts?: Record<string, unknown> | null;
 }
 
 /** The share of frames a candidate scores when its block does not say. */
@@ -167,6 +182,7 @@ export function parseDesired(doc: unknown): DesiredState {
       : undefined,
     capture: doc.capture ?? undefined,
     drift: doc.drift ?? undefined,
+    layouts: doc.layouts ?? undefined,
   };
 }
 

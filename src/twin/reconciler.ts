@@ -39,6 +39,8 @@ export interface ReconcilerDeps {
   onCapture?: (desired: DesiredCapture | undefined) => void;
   /** Applies the desired `drift` block (undefined: the defaults). */
   onDrift?: (desired: DesiredDrift | undefined) => void;
+  /** Applies the desired `layouts` block (undefined: no layouts from the twin). */
+  onLayouts?: (desired: Record<string, unknown> | undefined) => void;
   /** Delay before the first retry of a retriable failure (MODEL_RETRY_MS; doubles up to 5 min). */
   retryInitialMs?: number;
 }
@@ -153,6 +155,7 @@ export class DesiredStateReconciler {
     onTelemetry(telemetry);
     this.deps.onCapture?.(state.capture);
     this.deps.onDrift?.(state.drift);
+    this.deps.onLayouts?.(state.layouts);
     this.deps.onCandidate?.(state.candidate, this.scoring);
     this.pending = manager
       .apply(this.modelFor(state), this.scoring, { force })
