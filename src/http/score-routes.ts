@@ -6,8 +6,10 @@ import type { ScoreOutcome, ScoringEngine } from '../scoring/engine.js';
 import type { FramePrediction } from '../scoring/prediction.js';
 import { PIXEL_FORMAT_NAMES, pixelFormat } from '../scoring/pixel-formats/index.js';
 import { ACCEPTED_MEDIA_TYPES, type AcceptedMediaType, type FrameInput } from '../scoring/preprocess.js';
-import type { Layout } from '../layouts/schema.js';
+import { checkRegionList, type Layout } from '../layouts/schema.js';
 import type { LayoutStore } from '../layouts/store.js';
+import type { Region } from '../scoring/regions.js';
+import { readMultipartBoard, type MultipartBoard } from './multipart-frame.js';
 import { anomalyAnswer, anomalyInferences, includesOf } from './anomaly-answer.js';
 import { bearerGuard } from './auth.js';
 import { boardAnswer, boardAvaAnswer } from './board-answer.js';
@@ -20,6 +22,8 @@ export interface ScoreRouteOptions {
   bodyLimitBytes: number;
   /** Board layouts for `?layout=` (README, "Board layouts"). */
   layouts?: LayoutStore;
+  /** MAX_REGIONS: the most regions a board may have, ad hoc or by layout. */
+  maxRegions?: number;
 }
 
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
@@ -61,16 +65,24 @@ function rawBits(request: FastifyRequest): { bits?: number } {
   return { bits: Number(v) };
 }
 
-/** Turns the request into a frame, checking media type and raw headers; nothing is decoded here. */
+/**
+ * Turns the request into a frame, checking media type and raw headers; nothing is decoded here.
+ * A multipart board's frame is its `frame` part, with that part's Content-Type; raw headers are
+ * the request's either way.
+ */
 function frameFrom(request: FastifyRequest): FrameInput {
-  const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-  if (!(ACCEPTED_MEDIA_TYPES as readonly string[]).includes(mediaType) || !Buffer.isBuffer(request.body)) {
+  const board = multipartOf(request);
+  const body = board ? board.frame : request.body;
+  const mediaType = board
+    ? board.mediaType
+    : (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (!(ACCEPTED_MEDIA_TYPES as readonly string[]).includes(mediaType) || !Buffer.isBuffer(body)) {
     throw new EdgeError(
       ErrorCodes.UNSUPPORTED_MEDIA_TYPE,
-      `Content-Type ${mediaType || '(none)'} is not accepted; send one of ${ACCEPTED_MEDIA_TYPES.join(', ')}`,
+      `Content-Type ${mediaType || '(none)'} is not accepted${board ? ' for the frame part' : ''}; send one of ${ACCEPTED_MEDIA_TYPES.join(', ')}`,
     );
   }
-  const frame: FrameInput = { body: request.body, mediaType: mediaType as AcceptedMediaType };
+  const frame: FrameInput = { body, mediaType: mediaType as AcceptedMediaType };
   if (mediaType === 'application/octet-stream') {
     const format = header(request, 'x-frame-format')?.toLowerCase();
     if (!format || !pixelFormat(format)) {
@@ -87,6 +99,33 @@ function frameFrom(request: FastifyRequest): FrameInput {
     };
   }
   return frame;
+}
+
+function multipartOf(request: FastifyRequest): MultipartBoard | undefined {
+  const body = request.body as Partial<MultipartBoard> | undefined;
+  return body?.kind === 'multipart-board' ? (body as MultipartBoard) : undefined;
+}
+
+/**
+ * The regions to score the board by: the ad-hoc ones of a multipart board (a list, or
+ * `{"regions": [...]}`), else the layout `?layout=` names; undefined for a plain frame.
+ */
+function boardRegionsOf(
+  request: FastifyRequest,
+  opts: ScoreRouteOptions,
+): { name: string | null; regions: readonly Region[] } | undefined {
+  const board = multipartOf(request);
+  if (board) {
+    if ((request.query as { layout?: unknown }).layout !== undefined) {
+      throw new EdgeError(ErrorCodes.BAD_REQUEST, 'send either ad-hoc regions or ?layout=, not both');
+    }
+    const list = Array.isArray(board.regions)
+      ? board.regions
+      : (board.regions as { regions?: unknown })?.regions;
+    return { name: null, regions: checkRegionList(list, opts.maxRegions ?? 1000) };
+  }
+  const layout = layoutOf(request, opts.layouts);
+  return layout && { name: layout.name, regions: layout.regions };
 }
 
 /** The layout `?layout=` names, if any; LAYOUT_NOT_FOUND when it is not registered. */
@@ -171,6 +210,13 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     { parseAs: 'buffer', bodyLimit: opts.bodyLimitBytes },
     (_request, body, done) => done(null, body),
   );
+  // A board with ad-hoc regions: the frame and a regions JSON part (README, "Board layouts").
+  app.addContentTypeParser('multipart/form-data', (request, payload, done) => {
+    readMultipartBoard(request.headers, payload, opts.bodyLimitBytes).then(
+      (board) => done(null, board),
+      (err: Error) => done(err),
+    );
+  });
   if (opts.apiToken) app.addHook('onRequest', bearerGuard(opts.apiToken));
   // Refuse before reading a body the daemon could not score anyway.
   app.addHook('onRequest', async () => {
@@ -187,13 +233,13 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
-    const layout = layoutOf(request, opts.layouts);
+    const layout = boardRegionsOf(request, opts);
     if (layout) {
       const board = await engine.scoreRegions(frameFrom(request), layout.regions, {
         frameId,
         cameraId,
         receivedAt,
-        layout: layout.name,
+        ...(layout.name ? { layout: layout.name } : {}),
       });
       const ids = { frameId, cameraId, layout: layout.name };
       return reply.send(boardAnswer(ids, layout.regions, board, reply.elapsedTime));
@@ -209,9 +255,9 @@ export const scoreRoutes: FastifyPluginAsync<ScoreRouteOptions> = async (app, op
     const receivedAt = performance.now() - reply.elapsedTime;
     const frameId = optionalId(request, 'x-frame-id') ?? randomUUID();
     const cameraId = optionalId(request, 'x-camera-id') ?? null;
-    const layout = layoutOf(request, opts.layouts);
+    const layout = boardRegionsOf(request, opts);
     if (layout) {
-      const meta = { frameId, cameraId, receivedAt, layout: layout.name };
+      const meta = { frameId, cameraId, receivedAt, ...(layout.name ? { layout: layout.name } : {}) };
       const board = await engine.scoreRegions(frameFrom(request), layout.regions, meta);
       return reply.send(boardAvaAnswer(layout.regions, board));
     }

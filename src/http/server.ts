@@ -104,6 +104,7 @@ export async function buildServer({
     models,
     apiToken: config.apiToken,
     bodyLimitBytes: config.bodyLimitBytes,
+    maxRegions: config.maxRegions,
     ...(layouts ? { layouts } : {}),
   });
   await extraRoutes?.(app);

@@ -323,6 +323,91 @@ describe('board layouts', () => {
     expect(ok.status, ok.text).toBe(200);
   });
 
+  it('ad-hoc regions in multipart/form-data answer as the same regions in a layout; bad parts get codes', async () => {
+    daemon = await startDaemon();
+    const d = daemon;
+    expect((await putLayout('board-a', { regions: REGIONS })).status).toBe(201);
+    const png = await encodeFrame(syntheticBoard(), BW, BH, 3, 'png');
+    const byLayout = (await postFrame(`${d.url}/v1/score?layout=board-a`, png, 'image/png'))
+      .json as BoardAnswer;
+
+    const multipart = async (
+      parts: { name: string; value: Blob | string; filename?: string }[],
+      path = '/v1/score',
+    ): Promise<Answer> => {
+      const form = new FormData();
+      for (const p of parts)
+        if (typeof p.value === 'string') form.append(p.name, p.value);
+        else form.append(p.name, p.value, p.filename ?? 'frame');
+      return request(`${d.url}${path}`, { method: 'POST', body: form, headers: { 'x-frame-id': 'adhoc-1' } });
+    };
+    const frame = { name: 'frame', value: new Blob([png], { type: 'image/png' }), filename: 'board.png' };
+    const a = await multipart([frame, { name: 'regions', value: JSON.stringify(REGIONS) }]);
+    expect(a.status, a.text).toBe(200);
+    const adhoc = a.json as BoardAnswer & { frameId: string };
+    expect(adhoc.frameId).toBe('adhoc-1');
+    expect(adhoc.layout).toBeNull();
+    expect(adhoc.board).toEqual({ width: BW, height: BH });
+    expect(adhoc.regions.map((r) => [r.id, r.label, r.defect])).toEqual(
+      byLayout.regions.map((r) => [r.id, r.label, r.defect]),
+    );
+    adhoc.regions.forEach((r, k) => close(r.score!, byLayout.regions[k]!.score!));
+    expect(adhoc.defectiveRegions).toEqual(byLayout.defectiveRegions);
+    // `{"regions": [...]}` works as well, and the AVA route answers entities per region.
+    const wrapped = await multipart(
+      [frame, { name: 'regions', value: JSON.stringify({ regions: REGIONS }) }],
+      '/score',
+    );
+    expect(wrapped.status, wrapped.text).toBe(200);
+    expect((wrapped.json as { inferences: unknown[] }).inferences.length).toBeGreaterThanOrEqual(
+      REGIONS.length,
+    );
+
+    const bad: [string, { name: string; value: Blob | string; filename?: string }[], number, string][] = [
+      ['no regions part', [frame], 400, 'EDGE_ERR_BAD_REQUEST'],
+      ['no frame part', [{ name: 'regions', value: JSON.stringify(REGIONS) }], 400, 'EDGE_ERR_BAD_REQUEST'],
+      ['regions not JSON', [frame, { name: 'regions', value: '[{' }], 400, 'EDGE_ERR_BAD_REQUEST'],
+      [
+        'an unknown part',
+        [frame, { name: 'regions', value: '[]' }, { name: 'notes', value: 'x' }],
+        400,
+        'EDGE_ERR_BAD_REQUEST',
+      ],
+      ['an empty region list', [frame, { name: 'regions', value: '[]' }], 400, 'EDGE_ERR_LAYOUT_INVALID'],
+      [
+        'a region outside the frame',
+        [
+          frame,
+          { name: 'regions', value: JSON.stringify([{ id: 'far', x: 310, y: 0, width: 40, height: 10 }]) },
+        ],
+        422,
+        'EDGE_ERR_REGION_OUT_OF_FRAME',
+      ],
+      [
+        'an SVG frame part',
+        [
+          { name: 'frame', value: new Blob(['<svg/>'], { type: 'image/svg+xml' }) },
+          { name: 'regions', value: JSON.stringify(REGIONS) },
+        ],
+        415,
+        'EDGE_ERR_UNSUPPORTED_MEDIA_TYPE',
+      ],
+    ];
+    for (const [what, parts, status, code] of bad) {
+      const r = await multipart(parts);
+      expect(r.status, `${what}: ${r.text}`).toBe(status);
+      expect(r.json, what).toMatchObject({ error: { code } });
+    }
+    // A layout and ad-hoc regions at once is refused.
+    const both = await multipart(
+      [frame, { name: 'regions', value: JSON.stringify(REGIONS) }],
+      '/v1/score?layout=board-a',
+    );
+    expect(both.status).toBe(400);
+    // And the daemon still scores.
+    expect((await postFrame(`${d.url}/v1/score?layout=board-a`, png, 'image/png')).status).toBe(200);
+  });
+
   it('layouts survive a restart (kept under DATA_DIR)', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'edge-scorer-layouts-'));
     try {
