@@ -255,11 +255,9 @@ export class DriftMonitor {
     const now = Date.now();
     if (!force && now - this.lastReportAt < (this.opts.reportEveryMs ?? 30_000)) return;
     const r = this.report();
-    const same =
-      this.lastReport &&
-      this.lastReport.state === r.state &&
-      JSON.stringify(this.lastReport.drifted) === JSON.stringify(r.drifted) &&
-      this.lastReport.model?.version === r.model?.version;
+    // Everything but the time and the running figures: a settings change is news too.
+    const key = (x: DriftReport): string => JSON.stringify({ ...x, at: undefined, worst: undefined });
+    const same = this.lastReport !== undefined && key(this.lastReport) === key(r);
     if (force && same && now - this.lastReportAt < (this.opts.reportEveryMs ?? 30_000)) return;
     this.lastReport = r;
     this.lastReportAt = now;
