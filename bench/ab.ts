@@ -6,6 +6,7 @@
  * phases with the same setting (the run's own noise, to judge a ratio against).
  */
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 
 export interface AbOptions {
   /** The scoring URL and the frame posted to it. */
@@ -125,4 +126,35 @@ export async function runAb(o: AbOptions): Promise<AbSummary> {
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
+}
+
+/** The phase sizes of an A/B bench, from `--rounds --requests --seconds --clients`. */
+export interface AbArgs {
+  rounds: number;
+  requests: number;
+  seconds: number;
+  clients: number;
+  /** The command line that reproduces the run, for the results file. */
+  command: string;
+}
+
+export function abArgs(script: string, defaults: Omit<AbArgs, 'command'>): AbArgs {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: String(defaults.rounds) },
+      requests: { type: 'string', default: String(defaults.requests) },
+      seconds: { type: 'string', default: String(defaults.seconds) },
+      clients: { type: 'string', default: String(defaults.clients) },
+    },
+  });
+  const n = {
+    rounds: Number(values.rounds),
+    requests: Number(values.requests),
+    seconds: Number(values.seconds),
+    clients: Number(values.clients),
+  };
+  return {
+    ...n,
+    command: `node --import tsx ${script} --rounds ${n.rounds} --requests ${n.requests} --seconds ${n.seconds} --clients ${n.clients}`,
+  };
 }

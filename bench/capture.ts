@@ -8,27 +8,13 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import sharp from 'sharp';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
-import { runAb } from './ab.js';
+import { abArgs, runAb } from './ab.js';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    requests: { type: 'string', default: '200' },
-    seconds: { type: 'string', default: '3' },
-    clients: { type: 'string', default: '8' },
-  },
-});
-const opts = {
-  rounds: Number(values.rounds),
-  requests: Number(values.requests),
-  seconds: Number(values.seconds),
-  clients: Number(values.clients),
-};
+const opts = abArgs('bench/capture.ts', { rounds: 3, requests: 200, seconds: 3, clients: 8 });
 
 const dir = await mkdtemp(path.join(tmpdir(), 'edge-capture-bench-'));
 const app = createApp(
@@ -63,7 +49,7 @@ const ab = await runAb({
   probe: async () => ({ stored: app.capture.store.count }),
 });
 const summary = {
-  command: `node --import tsx bench/capture.ts --rounds ${opts.rounds} --requests ${opts.requests} --seconds ${opts.seconds} --clients ${opts.clients}`,
+  command: opts.command,
   frame: '640x480 JPEG, the bundled demo detector',
   ...ab,
   captured: app.capture.store.count,

@@ -9,29 +9,15 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { computeReference } from '../src/drift/reference-builder.js';
 import { startDaemon } from '../test/helpers/daemon.js';
 import { boardFrame, rng } from '../test/helpers/frames.js';
 import { writeModelDir } from '../test/helpers/onnx-builder.js';
-import { runAb } from './ab.js';
+import { abArgs, runAb } from './ab.js';
 import { buildTinyClassifier, TINY_INPUT } from './tiny-model.js';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '4' },
-    requests: { type: 'string', default: '300' },
-    seconds: { type: 'string', default: '4' },
-    clients: { type: 'string', default: '8' },
-  },
-});
-const opts = {
-  rounds: Number(values.rounds),
-  requests: Number(values.requests),
-  seconds: Number(values.seconds),
-  clients: Number(values.clients),
-};
+const opts = abArgs('bench/drift.ts', { rounds: 4, requests: 300, seconds: 4, clients: 8 });
 
 const dir = await mkdtemp(path.join(tmpdir(), 'edge-drift-bench-'));
 const model = buildTinyClassifier({ batch: 'dynamic' });
@@ -71,7 +57,7 @@ const ab = await runAb({
   probe: async () => ({ measured: await measured() }),
 });
 const summary = {
-  command: `node --import tsx bench/drift.ts --rounds ${opts.rounds} --requests ${opts.requests} --seconds ${opts.seconds} --clients ${opts.clients}`,
+  command: opts.command,
   frame: '286x30 PNG crop of a rendered board, the 192x48 bench classifier, a 100-frame reference',
   ...ab,
   measured: await measured(),

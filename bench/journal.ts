@@ -8,29 +8,15 @@
  *   node --import tsx bench/journal.ts [--rounds 3] [--requests 300] [--seconds 4] [--clients 8]
  */
 import { writeFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { DEFAULT_TELEMETRY } from '../src/telemetry/settings.js';
 import { startDaemon } from '../test/helpers/daemon.js';
 import { startIotHubEmulator } from '../test/helpers/iothub-emulator.js';
 import { waitFor } from '../test/helpers/lifecycle.js';
-import { runAb } from './ab.js';
+import { abArgs, runAb } from './ab.js';
 import { buildTinyClassifier, TINY_INPUT } from './tiny-model.js';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    requests: { type: 'string', default: '300' },
-    seconds: { type: 'string', default: '4' },
-    clients: { type: 'string', default: '8' },
-  },
-});
-const opts = {
-  rounds: Number(values.rounds),
-  requests: Number(values.requests),
-  seconds: Number(values.seconds),
-  clients: Number(values.clients),
-};
+const opts = abArgs('bench/journal.ts', { rounds: 3, requests: 300, seconds: 4, clients: 8 });
 
 const hub = await startIotHubEmulator({ desired: { telemetry: { results: 'all', flushIntervalMs: 200 } } });
 const daemon = await startDaemon({
@@ -69,7 +55,7 @@ const ab = await runAb({
   probe: async () => ({ delivered: publisher.buffer.account('results').delivered }),
 });
 const summary = {
-  command: `node --import tsx bench/journal.ts --rounds ${opts.rounds} --requests ${opts.requests} --seconds ${opts.seconds} --clients ${opts.clients}`,
+  command: opts.command,
   frame: '286x30 PNG text crop, the 192x48 bench classifier, results to the IoT Hub emulator',
   ...ab,
   results: publisher.buffer.account('results'),
