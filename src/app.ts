@@ -127,7 +127,15 @@ export function createApp(config: Readonly<Config>, logger: Logger): App {
     logger,
     model: () => {
       const m = engine.state.model;
-      return m && { ...m.manifest, sha256: m.sha256, reference: m.manifest.reference };
+      // Read for every answered frame: no copy of the manifest.
+      return (
+        m && {
+          name: m.manifest.name,
+          version: m.manifest.version,
+          sha256: m.sha256,
+          reference: m.manifest.reference,
+        }
+      );
     },
     onEvent: (e) => publisher?.event(e),
     onReport: (r) => reported.set('drift', r),

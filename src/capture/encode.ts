@@ -1,3 +1,4 @@
+import { endianness } from 'node:os';
 import sharp, { type Matrix3x3, type Sharp } from 'sharp';
 import { decodeRaw } from '../scoring/pixel-formats/index.js';
 import { unpackMono12p } from '../scoring/pixel-formats/mono12p.js';
@@ -48,10 +49,7 @@ export async function captureBytes(
   let data: Buffer;
   if (format === 'mono16' || format === 'mono12p') {
     const count = width * height;
-    const values =
-      format === 'mono16'
-        ? Uint16Array.from({ length: count }, (_, i) => frame.body.readUInt16LE(2 * i))
-        : unpackMono12p(frame.body, count);
+    const values = format === 'mono16' ? littleEndian16(frame.body, count) : unpackMono12p(frame.body, count);
     data = await png(
       // A Uint16Array input is read as 16-bit samples.
       sharp(values, { raw: { width, height, channels: 1 } }).toColourspace('grey16'),
@@ -68,4 +66,16 @@ export async function captureBytes(
     }
   }
   return { data, ext: 'png', mediaType: 'image/png' };
+}
+
+/**
+ * The little-endian 16-bit samples of a mono16 body: a view of the bytes where the host is
+ * little-endian and the offset aligned (no per-pixel work on the main thread), else a copy.
+ */
+function littleEndian16(body: Buffer, count: number): Uint16Array {
+  if (endianness() === 'LE' && body.byteOffset % 2 === 0)
+    return new Uint16Array(body.buffer, body.byteOffset, count);
+  const out = new Uint16Array(count);
+  for (let i = 0; i < count; i++) out[i] = body.readUInt16LE(2 * i);
+  return out;
 }
