@@ -228,7 +228,8 @@ export async function load(
   opts: { connections: number; seconds: number; rate?: number; sink?: number[] },
 ): Promise<Point> {
   const pool = new Pool(new URL(url).origin, { connections: opts.connections, pipelining: 1 });
-  const path = new URL(url).pathname;
+  const { pathname, search } = new URL(url);
+  const path = pathname + search;
   let next = 0;
   const one = async (): Promise<{ ok: boolean; ms: number }> => {
     const t0 = performance.now();

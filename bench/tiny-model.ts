@@ -9,6 +9,26 @@ import { GraphBuilder, Rng, type Dim } from '../test/helpers/onnx-graph.js';
  */
 export const TINY_INPUT = { width: 192, height: 48 } as const;
 
+/** Its manifest: four classes, ImageNet normalisation, stretched to 192×48. */
+export const TINY_MANIFEST = {
+  name: 'crop-classifier-bench',
+  version: '1',
+  task: 'classification',
+  labels: ['ok', 'smudge', 'missing', 'wrong'],
+  defectLabels: ['smudge', 'missing', 'wrong'],
+  input: {
+    ...TINY_INPUT,
+    resize: 'stretch',
+    color: 'rgb',
+    layout: 'nchw',
+    dtype: 'float32',
+    scale: 1 / 255,
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+  },
+  output: { format: 'probabilities', topK: 3 },
+};
+
 export function buildTinyClassifier(o: {
   batch: number | 'dynamic';
   classes?: number;

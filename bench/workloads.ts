@@ -24,7 +24,7 @@ import {
 import { legacyPrepareFrame } from './legacy-preprocess.js';
 import { DEBIAN_PYTHON, startPeer, type Peer } from './peer.js';
 import { peerVenvPython } from './peer-venv.js';
-import { buildTinyClassifier, TINY_INPUT } from './tiny-model.js';
+import { buildTinyClassifier, TINY_MANIFEST as MANIFEST } from './tiny-model.js';
 
 /**
  * The small-model workloads of `npm run bench` (bench/README.md, "Small model, three frame
@@ -34,25 +34,6 @@ import { buildTinyClassifier, TINY_INPUT } from './tiny-model.js';
  * one frame at a time; once for all: the model alone (inference at its best batch, no decode, no
  * HTTP), the physical bound on any server's rate.
  */
-
-const MANIFEST = {
-  name: 'crop-classifier-bench',
-  version: '1',
-  task: 'classification',
-  labels: ['ok', 'smudge', 'missing', 'wrong'],
-  defectLabels: ['smudge', 'missing', 'wrong'],
-  input: {
-    ...TINY_INPUT,
-    resize: 'stretch',
-    color: 'rgb',
-    layout: 'nchw',
-    dtype: 'float32',
-    scale: 1 / 255,
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-  },
-  output: { format: 'probabilities', topK: 3 },
-};
 
 const TEXTS = [
   'R1204 10k 0402',
@@ -121,7 +102,7 @@ export function opencvPeerPython(venvPython: string | undefined): string | undef
 }
 
 /** Arrangements tried for the small model: its batches are cheap, so larger ones are worth a try. */
-function arrangements(quick: boolean): Arrangement[] {
+export function arrangements(quick: boolean): Arrangement[] {
   const out: Arrangement[] = [];
   for (const [workers, intraOpThreads] of [
     [1, 1],
@@ -132,10 +113,10 @@ function arrangements(quick: boolean): Arrangement[] {
   return out;
 }
 
-const inFlightFor = (a: Arrangement): number => a.workers * a.maxBatchSize * 2 + 2;
+export const inFlightFor = (a: Arrangement): number => a.workers * a.maxBatchSize * 2 + 2;
 
 /** Inference only: tensors prepared once, `inFlight` of them submitted over and over. */
-async function modelAloneThroughput(
+export async function modelAloneThroughput(
   runtime: ModelRuntime,
   tensor: InputTensorData,
   inFlight: number,

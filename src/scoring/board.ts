@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { ModelRuntime } from './model-runtime.js';
@@ -27,6 +28,13 @@ export interface BoardResult {
 
 /** At most this many regions are cut at once: sharp's pool has few threads, the rest would queue. */
 const CUT_CONCURRENCY = 16;
+
+/**
+ * Upright regions are cut on the event loop (a fraction of a millisecond each): after this long
+ * the cutting yields, so other requests are served and finished batches come back from the
+ * workers while the rest of a board is cut.
+ */
+const CUT_SLICE_MS = 4;
 
 /**
  * Scores every region of a board on one runtime: the regions are admitted together (they count
@@ -68,8 +76,14 @@ export async function scoreBoard(
   let preprocessMs = 0;
   let next = 0;
   let failure: Error | undefined;
+  let sliceStart = performance.now();
   const cutter = async (): Promise<void> => {
     while (next < n && failure === undefined) {
+      if (performance.now() - sliceStart > CUT_SLICE_MS) {
+        await new Promise(setImmediate);
+        sliceStart = performance.now();
+        continue;
+      }
       const i = next++;
       const region = regions[i]!;
       let prepared;

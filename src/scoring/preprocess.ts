@@ -294,21 +294,53 @@ export function tensorize(
   const bIdx = 2 - rIdx;
   for (let c = 0; c < outC; c++) {
     const s = srcIndex[c]!;
-    const m = mul[c]!;
-    const a = add[c]!;
     const base = nhwc ? c : c * plane;
     const step = nhwc ? outC : 1;
-    if (s >= 0) {
-      for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step)
-        out[o] = pixels[p]! * m + a;
+    if (out instanceof Float32Array) {
+      if (s >= 0) channelF32(pixels, s, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
+      else lumaF32(pixels, rIdx, bIdx, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
+    } else if (s >= 0) {
+      for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]!;
     } else {
-      for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step) {
-        const luma = 0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!;
-        out[o] = Math.round(luma) * m + a;
-      }
+      for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step)
+        out[o] = Math.round(0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!);
     }
   }
   return out;
+}
+
+/** One float channel: each pixel's byte `s`, scaled. Typed and monomorphic: it runs per region. */
+function channelF32(
+  pixels: Uint8Array,
+  s: number,
+  srcChannels: number,
+  plane: number,
+  m: number,
+  a: number,
+  out: Float32Array,
+  base: number,
+  step: number,
+): void {
+  for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]! * m + a;
+}
+
+/** One float channel of BT.601 luma, rounded to a byte first (as OpenCV's cvtColor does), scaled. */
+function lumaF32(
+  pixels: Uint8Array,
+  rIdx: number,
+  bIdx: number,
+  srcChannels: number,
+  plane: number,
+  m: number,
+  a: number,
+  out: Float32Array,
+  base: number,
+  step: number,
+): void {
+  for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step) {
+    const luma = 0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!;
+    out[o] = Math.round(luma) * m + a;
+  }
 }
 
 export function blankFrame(spec: InputSpec): InputTensorData {

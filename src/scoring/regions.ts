@@ -4,6 +4,7 @@ import { EdgeError, ErrorCodes } from '../errors.js';
 import { geometryFor, type FrameGeometry } from './geometry.js';
 import type { InputSpec } from './manifest.js';
 import { decodeRaw } from './pixel-formats/index.js';
+import type { PixelSource } from './resample.js';
 import {
   smallFrameTensor,
   tensorize,
@@ -126,7 +127,37 @@ export function checkRegions(regions: readonly Region[], width: number, height: 
   }
 }
 
-/** Cuts one region upright and builds its tensor, exactly as prepareFrame would for the crop. */
+/** A region's pixels read in place from the board: no copy. */
+function windowOf(board: BoardPixels, left: number, top: number, width: number, height: number): PixelSource {
+  const stride = board.width * board.channels;
+  return {
+    data: board.data,
+    width,
+    height,
+    channels: board.channels as 1 | 3,
+    offset: top * stride + left * board.channels,
+    stride,
+  };
+}
+
+/** A region's pixels copied out of the board, packed, for a sharp pipeline. */
+function copyOf(board: BoardPixels, left: number, top: number, width: number, height: number): Buffer {
+  const stride = board.width * board.channels;
+  const rowBytes = width * board.channels;
+  const out = Buffer.allocUnsafe(rowBytes * height);
+  for (let y = 0; y < height; y++) {
+    const from = (top + y) * stride + left * board.channels;
+    board.data.copy(out, y * rowBytes, from, from + rowBytes);
+  }
+  return out;
+}
+
+/**
+ * Cuts one region upright and builds its tensor, exactly as prepareFrame would for the crop posted
+ * alone: an upright region small enough for the in-memory path is resampled in place from the
+ * board's pixels by the same code a small frame goes through (no pipeline, no copy); a turned or
+ * large one goes through sharp. The former never waits on the libuv pool.
+ */
 export async function prepareRegion(
   board: BoardPixels,
   region: Region,
@@ -134,10 +165,18 @@ export async function prepareRegion(
 ): Promise<PreparedRegion> {
   const started = performance.now();
   const angle = region.angle ?? 0;
-  const rawIn = { raw: { width: board.width, height: board.height, channels: board.channels as 1 | 3 } };
+  const g = geometryFor(spec.resize, region.width, region.height, spec.width, spec.height);
+  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
+  const geometry: FrameGeometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
+  if (angle % 360 === 0) {
+    const window = windowOf(board, region.x, region.y, region.width, region.height);
+    const small = smallFrameTensor(window, g, board.order, spec);
+    if (small) return prepared(small, geometry, started, region, angle);
+  }
+  const channels = board.channels as 1 | 3;
   let crop: Buffer;
   if (angle % 360 === 0) {
-    crop = await extract(board, rawIn, region.x, region.y, region.width, region.height);
+    crop = copyOf(board, region.x, region.y, region.width, region.height);
   } else {
     // Cut the bounding box, turn it back by the angle, and take the part's rectangle from its middle.
     const b = regionBounds(region);
@@ -145,8 +184,8 @@ export async function prepareRegion(
     const top = Math.floor(b.top);
     const bw = Math.ceil(b.right) - left;
     const bh = Math.ceil(b.bottom) - top;
-    const box = await extract(board, rawIn, left, top, bw, bh);
-    const turned = await sharp(box, { raw: { width: bw, height: bh, channels: board.channels as 1 | 3 } })
+    const box = copyOf(board, left, top, bw, bh);
+    const turned = await sharp(box, { raw: { width: bw, height: bh, channels } })
       .rotate(-angle, { background: { r: 0, g: 0, b: 0, alpha: 1 } })
       .raw()
       .toBuffer({ resolveWithObject: true });
@@ -158,26 +197,25 @@ export async function prepareRegion(
     const uy = cx * Math.sin(t) + cy * Math.cos(t) + turned.info.height / 2;
     const l = Math.max(0, Math.min(turned.info.width - region.width, Math.round(ux - region.width / 2)));
     const tp = Math.max(0, Math.min(turned.info.height - region.height, Math.round(uy - region.height / 2)));
-    crop = await sharp(turned.data, {
-      raw: { width: turned.info.width, height: turned.info.height, channels: turned.info.channels as 1 | 3 },
-    })
-      .extract({ left: l, top: tp, width: region.width, height: region.height })
-      .raw()
-      .toBuffer();
+    const upright = windowOf(
+      { ...board, data: turned.data, width: turned.info.width, height: turned.info.height },
+      l,
+      tp,
+      region.width,
+      region.height,
+    );
+    const small = smallFrameTensor(upright, g, board.order, spec);
+    if (small) return prepared(small, geometry, started, region, angle);
+    crop = copyOf(
+      { ...board, data: turned.data, width: turned.info.width, height: turned.info.height },
+      l,
+      tp,
+      region.width,
+      region.height,
+    );
   }
-  const g = geometryFor(spec.resize, region.width, region.height, spec.width, spec.height);
-  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
-  const geometry: FrameGeometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
-  const pixels = {
-    data: crop,
-    width: region.width,
-    height: region.height,
-    channels: board.channels as 1 | 3,
-  };
-  const small = smallFrameTensor(pixels, g, board.order, spec);
-  if (small) return prepared(small, geometry, started, region, angle);
   let image = sharp(crop, {
-    raw: { width: region.width, height: region.height, channels: board.channels as 1 | 3 },
+    raw: { width: region.width, height: region.height, channels },
   }).resize(g.resizeWidth, g.resizeHeight, { fit: 'fill' });
   if (spec.resize === 'letterbox' && (g.padLeft || g.padTop || g.padRight || g.padBottom)) {
     const v = spec.padValue;
@@ -212,17 +250,6 @@ function prepared(
     region,
     placement: { cx: region.x + region.width / 2, cy: region.y + region.height / 2, angle },
   };
-}
-
-function extract(
-  board: BoardPixels,
-  rawIn: { raw: { width: number; height: number; channels: 1 | 3 } },
-  left: number,
-  top: number,
-  width: number,
-  height: number,
-): Promise<Buffer> {
-  return sharp(board.data, rawIn).extract({ left, top, width, height }).raw().toBuffer();
 }
 
 /**

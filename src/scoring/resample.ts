@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
 /**
  * Pixels already in memory (a raw frame, a BMP, a small decoded PNG), HWC uint8. `channels` 4 is
  * read as three colours and an ignored fourth byte (BMP's BGRX; alpha-carrying PNGs never get here).
@@ -9,6 +12,12 @@ export interface PixelSource {
   channels: 1 | 3 | 4;
   /** Rows are stored bottom-up (a BMP's default); read them flipped. */
   bottomUp?: boolean;
+  /**
+   * A window into larger pixels (a region of a decoded board): where its first pixel is in `data`
+   * and the bytes from one row to the next. Default: the pixels start at 0, rows are packed.
+   */
+  offset?: number;
+  stride?: number;
 }
 
 /** Where the resized frame goes in the model input (the fields of the frame's resize geometry). */
@@ -30,6 +39,8 @@ interface AxisPlan {
   index: Int32Array;
   /** [out × taps] weights in 1/2^14, each row summing to exactly 2^14. */
   weights: Int32Array;
+  /** The three-channel pass's form of it, made on first use (pairedPlan). */
+  paired?: { inC: number; taps: number; offsets: Int32Array; pairs: Int32Array };
 }
 
 const lanczos3 = (x: number): number => {
@@ -89,10 +100,8 @@ function compose(outer: Row[], inner: Row[]): Row[] {
   });
 }
 
-function toPlan(rows: Row[], multiple: number): AxisPlan {
-  // The vertical pass sums four rows per sweep: its plans have a multiple of four taps (padding
-  // taps weigh 0).
-  const taps = Math.ceil(Math.max(...rows.map((r) => r.size)) / multiple) * multiple;
+function toPlan(rows: Row[]): AxisPlan {
+  const taps = Math.max(...rows.map((r) => r.size));
   const index = new Int32Array(rows.length * taps);
   const weights = new Int32Array(rows.length * taps);
   rows.forEach((row, i) => {
@@ -111,6 +120,8 @@ function toPlan(rows: Row[], multiple: number): AxisPlan {
     // Rounding must not change a flat area's level: the row sums to exactly one.
     weights[largest]! += ONE - sum;
   });
+  // The vertical pass multiplies in 16 bits; no Lanczos-3 or Catmull-Rom weight comes near 2.
+  if (weights.some((w) => w > 32767 || w < -32768)) throw new Error('resample weight outside 16 bits');
   return { taps, index, weights };
 }
 
@@ -122,15 +133,10 @@ function toPlan(rows: Row[], multiple: number): AxisPlan {
  * and softened. Reproducing that keeps the JS path's tensors close to what sharp gave (the
  * differences left are measured in test/unit/preprocess.test.ts).
  */
-function planAxis(
-  inSize: number,
-  outSize: number,
-  enlarging: boolean,
-  multiple: number,
-): AxisPlan | undefined {
-  if (!enlarging) return inSize === outSize ? undefined : toPlan(reduceRows(inSize, outSize), multiple);
-  if (inSize <= outSize) return toPlan(affineRows(inSize, outSize), multiple);
-  return toPlan(compose(affineRows(outSize, outSize), reduceRows(inSize, outSize)), multiple);
+function planAxis(inSize: number, outSize: number, enlarging: boolean): AxisPlan | undefined {
+  if (!enlarging) return inSize === outSize ? undefined : toPlan(reduceRows(inSize, outSize));
+  if (inSize <= outSize) return toPlan(affineRows(inSize, outSize));
+  return toPlan(compose(affineRows(outSize, outSize), reduceRows(inSize, outSize)));
 }
 
 /**
@@ -143,7 +149,7 @@ const plans = new Map<string, AxisPlan | undefined>();
 function planFor(inSize: number, outSize: number, enlarging: boolean, axis: 'x' | 'y'): AxisPlan | undefined {
   const key = `${axis}:${inSize}:${outSize}:${enlarging}`;
   if (plans.has(key)) return plans.get(key);
-  const plan = planAxis(inSize, outSize, enlarging, axis === 'y' ? 4 : 1);
+  const plan = planAxis(inSize, outSize, enlarging);
   if (plans.size >= PLAN_CACHE_SIZE) plans.delete(plans.keys().next().value!);
   plans.set(key, plan);
   return plan;
@@ -152,107 +158,139 @@ function planFor(inSize: number, outSize: number, enlarging: boolean, axis: 'x' 
 /** Fixed point: weights in 1/2^14, so 12 taps of 255 stay far inside 32-bit integers. */
 const SHIFT = 14;
 const ONE = 1 << SHIFT;
-const HALF = 1 << (SHIFT - 1);
 
-const clampByte = (v: number): number => {
-  const r = (v + HALF) >> SHIFT;
-  return r < 0 ? 0 : r > 255 ? 255 : r;
-};
-
-function horizontal1(
-  data: Uint8Array,
-  row: number,
-  plan: AxisPlan,
-  x0: number,
-  cols: number,
-  out: Uint8Array,
-  o: number,
-): void {
-  const { taps, index, weights } = plan;
-  for (let x = 0; x < cols; x++) {
-    const base = (x0 + x) * taps;
-    let a = 0;
-    for (let t = 0; t < taps; t++) a += weights[base + t]! * data[row + index[base + t]!]!;
-    out[o + x] = clampByte(a);
-  }
+/** The passes in WebAssembly (wasm/resample.ts, built by `npm run build:wasm`). */
+interface Kernels {
+  memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  horizontal3(
+    src: number,
+    srcStride: number,
+    rows: number,
+    taps: number,
+    offsets: number,
+    pairs: number,
+    x0: number,
+    cols: number,
+    dst: number,
+    dstStride: number,
+  ): void;
+  horizontal1(
+    src: number,
+    srcStride: number,
+    rows: number,
+    taps: number,
+    index: number,
+    weights: number,
+    x0: number,
+    cols: number,
+    dst: number,
+    dstStride: number,
+  ): void;
+  vertical(
+    tmp: number,
+    rowBytes: number,
+    taps: number,
+    index: number,
+    weights: number,
+    y0: number,
+    rows: number,
+    dst: number,
+  ): void;
 }
+
+/** The two members of the WebAssembly JS API used here (its types live in lib.dom, not loaded). */
+const Wasm = (
+  globalThis as unknown as {
+    WebAssembly: {
+      Module: new (bytes: Uint8Array) => object;
+      Instance: new (module: object) => { exports: unknown };
+    };
+  }
+).WebAssembly;
+
+/** Both src/ (tests) and dist/ (the daemon) sit one level below the package root. */
+const WASM_FILE = new URL('../../dist/wasm/resample.wasm', import.meta.url);
+
+function loadKernels(): Kernels {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(WASM_FILE);
+  } catch {
+    throw new Error(`${fileURLToPath(WASM_FILE)} is missing: run npm run build`);
+  }
+  // Under a kilobyte: compiled and instantiated synchronously, once per thread, on first use.
+  return new Wasm.Instance(new Wasm.Module(bytes)).exports as Kernels;
+}
+
+let kernels: Kernels | undefined;
 
 /**
- * Output rows as weighted sums of whole rows of `tmp`, four taps per sweep (plans are padded to a
- * multiple of four): each sweep reads four source rows and the accumulator once, which is what
- * keeps this loop near a nanosecond per sample in V8.
+ * A bump allocator over the module's memory, reset for every frame: resampling is synchronous, so
+ * one frame's buffers are all that ever live there. Each block is 16-byte aligned with 16 bytes of
+ * room after it (the passes read and write up to a SIMD step past their rows).
  */
-function vertical(
-  tmp: Uint8Array,
-  rowBytes: number,
-  plan: AxisPlan,
-  y0: number,
-  rows: number,
-  out: Uint8Array,
-  dst0: number,
-  outStride: number,
-): void {
-  const { taps, index, weights } = plan;
-  const acc = new Int32Array(rowBytes);
-  for (let y = 0; y < rows; y++) {
-    const base = (y0 + y) * taps;
-    const o = dst0 + y * outStride;
-    for (let t = 0; t < taps; t += 4) {
-      const w0 = weights[base + t]!;
-      const w1 = weights[base + t + 1]!;
-      const w2 = weights[base + t + 2]!;
-      const w3 = weights[base + t + 3]!;
-      const f0 = index[base + t]! * rowBytes;
-      const f1 = index[base + t + 1]! * rowBytes;
-      const f2 = index[base + t + 2]! * rowBytes;
-      const f3 = index[base + t + 3]! * rowBytes;
-      if (taps === 4) {
-        for (let k = 0; k < rowBytes; k++)
-          out[o + k] = clampByte(
-            w0 * tmp[f0 + k]! + w1 * tmp[f1 + k]! + w2 * tmp[f2 + k]! + w3 * tmp[f3 + k]!,
-          );
-      } else if (t === 0) {
-        for (let k = 0; k < rowBytes; k++)
-          acc[k] = w0 * tmp[f0 + k]! + w1 * tmp[f1 + k]! + w2 * tmp[f2 + k]! + w3 * tmp[f3 + k]!;
-      } else {
-        for (let k = 0; k < rowBytes; k++)
-          acc[k] =
-            (acc[k]! + w0 * tmp[f0 + k]! + w1 * tmp[f1 + k]! + w2 * tmp[f2 + k]! + w3 * tmp[f3 + k]!) | 0;
-      }
-    }
-    if (taps !== 4) for (let k = 0; k < rowBytes; k++) out[o + k] = clampByte(acc[k]!);
+class Arena {
+  private top = 0;
+  constructor(private readonly k: Kernels) {}
+  reset(): void {
+    this.top = 1024;
+  }
+  alloc(bytes: number): number {
+    const at = this.top;
+    this.top += (bytes + 31) & ~15;
+    const have = this.k.memory.buffer.byteLength;
+    if (this.top > have) this.k.memory.grow(Math.ceil((this.top - have) / 65536));
+    return at;
+  }
+  bytes(): Uint8Array {
+    return new Uint8Array(this.k.memory.buffer);
+  }
+  /** Copies two Int32Arrays in; returns where they are. */
+  plan(index: Int32Array, weights: Int32Array): { index: number; weights: number } {
+    const at = [index, weights].map((a) => {
+      const to = this.alloc(a.byteLength);
+      this.bytes().set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), to);
+      return to;
+    });
+    return { index: at[0]!, weights: at[1]! };
   }
 }
 
-/** Three colour channels read from pixels of `inC` bytes (3, or 4 with a fourth ignored). */
-function horizontal3(
-  data: Uint8Array,
-  row: number,
-  inC: number,
-  plan: AxisPlan,
-  x0: number,
-  cols: number,
-  out: Uint8Array,
-  o: number,
-): void {
-  const { taps, index, weights } = plan;
-  for (let x = 0; x < cols; x++) {
-    const base = (x0 + x) * taps;
-    let a0 = 0;
-    let a1 = 0;
-    let a2 = 0;
-    for (let t = 0; t < taps; t++) {
-      const w = weights[base + t]!;
-      const p = row + index[base + t]! * inC;
-      a0 += w * data[p]!;
-      a1 += w * data[p + 1]!;
-      a2 += w * data[p + 2]!;
+let arena: Arena | undefined;
+
+/**
+ * The horizontal plan as the three-channel pass reads it: taps padded to an even count (weight
+ * 0), each tap's byte offset in a row of `inC`-byte pixels, and two taps' weights packed in one
+ * i32. Kept on the plan (a line sends one size frame after frame).
+ */
+function pairedPlan(plan: AxisPlan, inC: number): { taps: number; offsets: Int32Array; pairs: Int32Array } {
+  if (plan.paired?.inC === inC) return plan.paired;
+  const taps = plan.taps + (plan.taps & 1);
+  const n = plan.index.length / plan.taps;
+  const offsets = new Int32Array(n * taps);
+  const pairs = new Int32Array((n * taps) / 2);
+  for (let i = 0; i < n; i++) {
+    for (let t = 0; t < taps; t += 2) {
+      const k = i * plan.taps + t;
+      const w0 = plan.weights[k]!;
+      const w1 = t + 1 < plan.taps ? plan.weights[k + 1]! : 0;
+      offsets[i * taps + t] = plan.index[k]! * inC;
+      offsets[i * taps + t + 1] = (t + 1 < plan.taps ? plan.index[k + 1]! : plan.index[k]!) * inC;
+      pairs[(i * taps + t) / 2] = (w0 & 0xffff) | (w1 << 16);
     }
-    const q = o + x * 3;
-    out[q] = clampByte(a0);
-    out[q + 1] = clampByte(a1);
-    out[q + 2] = clampByte(a2);
   }
+  plan.paired = { inC, taps, offsets, pairs };
+  return plan.paired;
+}
+
+/** The plan of an axis that keeps its size: each sample its own source, weight one. */
+let identity: AxisPlan | undefined;
+function identityPlan(size: number): AxisPlan {
+  if (identity?.index.length === size) return identity;
+  const index = new Int32Array(size);
+  for (let i = 0; i < size; i++) index[i] = i;
+  identity = { taps: 1, index, weights: new Int32Array(size).fill(ONE) };
+  return identity;
 }
 
 /**
@@ -280,36 +318,56 @@ export function resampleFrame(
   if (g.padLeft || g.padTop || g.padRight || g.padBottom) out.fill(padValue);
 
   const { width: inW, height: inH, data } = src;
-  const rowStride = inW * inC;
+  kernels ??= loadKernels();
+  arena ??= new Arena(kernels);
+  arena.reset();
+
+  // The source rows, packed, top-down, into the module's memory.
+  const inRow = inW * inC;
+  const rowStride = src.stride ?? inRow;
+  const first = src.offset ?? 0;
+  const srcAt = arena.alloc(inH * inRow);
+  let mem = arena.bytes();
+  if (rowStride === inRow && !src.bottomUp) {
+    mem.set(data.subarray(first, first + inH * inRow), srcAt);
+  } else {
+    for (let y = 0; y < inH; y++) {
+      const r = first + (src.bottomUp ? inH - 1 - y : y) * rowStride;
+      mem.set(data.subarray(r, r + inRow), srcAt + y * inRow);
+    }
+  }
 
   // Horizontal pass: every source row → `cols` samples, rounded to bytes (libvips keeps uchar
   // between its passes).
   const rowBytes = cols * C;
-  const tmp = new Uint8Array(inH * rowBytes);
   const enlarging = g.resizeWidth > inW || g.resizeHeight > inH;
-  const plan = planFor(inW, g.resizeWidth, enlarging, 'x');
-  for (let y = 0; y < inH; y++) {
-    const r = (src.bottomUp ? inH - 1 - y : y) * rowStride;
-    const o = y * rowBytes;
-    if (!plan) {
-      for (let x = 0; x < cols; x++)
-        for (let c = 0; c < C; c++) tmp[o + x * C + c] = data[r + (x0 + x) * inC + c]!;
-    } else if (C === 1) {
-      horizontal1(data, r, plan, x0, cols, tmp, o);
-    } else {
-      horizontal3(data, r, inC, plan, x0, cols, tmp, o);
-    }
+  const hplan = planFor(inW, g.resizeWidth, enlarging, 'x') ?? identityPlan(inW);
+  const tmp = arena.alloc(inH * rowBytes);
+  if (C === 1) {
+    const h = arena.plan(hplan.index, hplan.weights);
+    kernels.horizontal1(srcAt, inRow, inH, hplan.taps, h.index, h.weights, x0, cols, tmp, rowBytes);
+  } else {
+    const p = pairedPlan(hplan, inC);
+    const h = arena.plan(p.offsets, p.pairs);
+    kernels.horizontal3(srcAt, inRow, inH, p.taps, h.index, h.weights, x0, cols, tmp, rowBytes);
   }
 
-  // Vertical pass: `rows` output rows from the horizontally resized ones, written in place.
+  // Vertical pass: `rows` output rows from the horizontally resized ones.
+  const vplan = planFor(inH, g.resizeHeight, enlarging, 'y');
+  let resized = tmp + y0 * rowBytes;
+  if (vplan) {
+    const v = arena.plan(vplan.index, vplan.weights);
+    resized = arena.alloc(rows * rowBytes);
+    kernels.vertical(tmp, rowBytes, vplan.taps, v.index, v.weights, y0, rows, resized);
+  }
+  mem = arena.bytes();
   const outStride = outWidth * C;
   const dst0 = g.padTop * outStride + g.padLeft * C;
-  const vplan = planFor(inH, g.resizeHeight, enlarging, 'y');
-  if (!vplan) {
-    for (let y = 0; y < rows; y++)
-      out.set(tmp.subarray((y0 + y) * rowBytes, (y0 + y + 1) * rowBytes), dst0 + y * outStride);
+  if (rowBytes === outStride) {
+    out.set(mem.subarray(resized, resized + rows * rowBytes), dst0);
   } else {
-    vertical(tmp, rowBytes, vplan, y0, rows, out, dst0, outStride);
+    for (let y = 0; y < rows; y++)
+      out.set(mem.subarray(resized + y * rowBytes, resized + (y + 1) * rowBytes), dst0 + y * outStride);
   }
   return { data: out, channels: C };
 }

@@ -1,0 +1,142 @@
+// The resampler's two passes in WebAssembly with 128-bit SIMD (AssemblyScript, compiled by
+// `npm run build:wasm` to dist/wasm/resample.wasm). src/scoring/resample.ts plans the taps and
+// weights and owns the memory layout; these loops only sum. The arithmetic is the plan's fixed
+// point: 32-bit integer sums of weight × byte, then (sum + 2^13) >> 14 saturated to 0..255, the
+// same integers the plan defines, so the result does not depend on lane width or order.
+// docs/architecture.md, "The path of a frame", says where this runs.
+
+const HALF: i32 = 1 << 13;
+const SHIFT: i32 = 14;
+
+/** Four i32 lanes → four bytes (lanes 0..3 of the result), each (v + HALF) >> SHIFT in 0..255. */
+function toBytes(v: v128): v128 {
+  const s = i32x4.shr_s(i32x4.add(v, i32x4.splat(HALF)), SHIFT);
+  const h = i16x8.narrow_i32x4_s(s, s);
+  return i8x16.narrow_i16x8_u(h, h);
+}
+
+/**
+ * Horizontal pass, three colour channels: for each of `rows` source rows (row r starts at
+ * src + r·srcStride), `cols` output pixels from plan entries x0..x0+cols, written packed (3 bytes a
+ * pixel) from dst, rows `dstStride` apart. The plan comes as byte offsets of each tap's source
+ * pixel (`taps` even) and the weights of two taps packed in one i32 (low half the first): two
+ * taps' pixels are interleaved channel by channel and summed with one 16-bit dot product. A tap
+ * reads a whole pixel as four bytes and each output pixel is stored as four, so the caller leaves
+ * 16 bytes of room after both buffers.
+ */
+export function horizontal3(
+  src: usize,
+  srcStride: i32,
+  rows: i32,
+  taps: i32,
+  offsets: usize,
+  pairs: usize,
+  x0: i32,
+  cols: i32,
+  dst: usize,
+  dstStride: i32,
+): void {
+  const half = taps >> 1;
+  for (let y = 0; y < rows; y++) {
+    const row = src + <usize>(y * srcStride);
+    let o = dst + <usize>(y * dstStride);
+    for (let x = 0; x < cols; x++) {
+      const at = (<usize>((x0 + x) * taps)) << 2;
+      const wt = (<usize>((x0 + x) * half)) << 2;
+      let acc = i32x4.splat(0);
+      for (let t = 0; t < half; t++) {
+        const a = row + <usize>load<i32>(offsets + at + ((<usize>t) << 3));
+        const b = row + <usize>load<i32>(offsets + at + ((<usize>t) << 3) + 4);
+        const two = v128.load32_lane(b, v128.load32_zero(a), 1);
+        // [r0 g0 b0 x0 r1 g1 b1 x1] → [r0 r1 g0 g1 b0 b1 x0 x1], widened to 16 bits.
+        const mixed = i16x8.extend_low_i8x16_u(
+          i8x16.shuffle(two, two, 0, 4, 1, 5, 2, 6, 3, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        acc = i32x4.add(
+          acc,
+          i32x4.dot_i16x8_s(mixed, i32x4.splat(load<i32>(pairs + wt + ((<usize>t) << 2)))),
+        );
+      }
+      v128.store32_lane(o, toBytes(acc), 0);
+      o += 3;
+    }
+  }
+}
+
+/** Horizontal pass, one channel: as horizontal3 with a byte a pixel (no room needed after rows). */
+export function horizontal1(
+  src: usize,
+  srcStride: i32,
+  rows: i32,
+  taps: i32,
+  index: usize,
+  weights: usize,
+  x0: i32,
+  cols: i32,
+  dst: usize,
+  dstStride: i32,
+): void {
+  for (let y = 0; y < rows; y++) {
+    const row = src + <usize>(y * srcStride);
+    const o = dst + <usize>(y * dstStride);
+    for (let x = 0; x < cols; x++) {
+      const base = (<usize>((x0 + x) * taps)) << 2;
+      let acc: i32 = 0;
+      for (let t = 0; t < taps; t++) {
+        const at = base + ((<usize>t) << 2);
+        acc += load<i32>(weights + at) * <i32>load<u8>(row + <usize>load<i32>(index + at));
+      }
+      const r = (acc + HALF) >> SHIFT;
+      store<u8>(o + <usize>x, r < 0 ? 0 : r > 255 ? 255 : r);
+    }
+  }
+}
+
+/**
+ * Vertical pass: output row y (of `rows`, from plan entry y0 + y) is the weighted sum of whole
+ * rows of `tmp` (`rowBytes` each), 16 bytes at a time; written packed from dst. A row's last
+ * 16-byte step may run past it: the caller leaves 16 bytes of room after `tmp` and `dst`, and the
+ * spill lands where the next output row is written afterwards. Weights must fit 16 bits (the plan
+ * checks it).
+ */
+export function vertical(
+  tmp: usize,
+  rowBytes: i32,
+  taps: i32,
+  index: usize,
+  weights: usize,
+  y0: i32,
+  rows: i32,
+  dst: usize,
+): void {
+  for (let y = 0; y < rows; y++) {
+    const base = (<usize>((y0 + y) * taps)) << 2;
+    const o = dst + <usize>(y * rowBytes);
+    for (let k = 0; k < rowBytes; k += 16) {
+      let a0 = i32x4.splat(0);
+      let a1 = i32x4.splat(0);
+      let a2 = i32x4.splat(0);
+      let a3 = i32x4.splat(0);
+      for (let t = 0; t < taps; t++) {
+        const at = base + ((<usize>t) << 2);
+        const w = i16x8.splat(<i16>load<i32>(weights + at));
+        const v = v128.load(tmp + <usize>(load<i32>(index + at) * rowBytes + k));
+        const lo = i16x8.extend_low_i8x16_u(v);
+        const hi = i16x8.extend_high_i8x16_u(v);
+        a0 = i32x4.add(a0, i32x4.extmul_low_i16x8_s(lo, w));
+        a1 = i32x4.add(a1, i32x4.extmul_high_i16x8_s(lo, w));
+        a2 = i32x4.add(a2, i32x4.extmul_low_i16x8_s(hi, w));
+        a3 = i32x4.add(a3, i32x4.extmul_high_i16x8_s(hi, w));
+      }
+      const r = i32x4.splat(HALF);
+      const s0 = i32x4.shr_s(i32x4.add(a0, r), SHIFT);
+      const s1 = i32x4.shr_s(i32x4.add(a1, r), SHIFT);
+      const s2 = i32x4.shr_s(i32x4.add(a2, r), SHIFT);
+      const s3 = i32x4.shr_s(i32x4.add(a3, r), SHIFT);
+      v128.store(
+        o + <usize>k,
+        i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_s(s0, s1), i16x8.narrow_i32x4_s(s2, s3)),
+      );
+    }
+  }
+}
