@@ -2,12 +2,8 @@ import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import type { InputSpec } from '../src/scoring/manifest.js';
 import { geometryFor } from '../src/scoring/geometry.js';
-import {
-  tensorize,
-  type FrameInput,
-  type PreparedFrame,
-  type PreprocessLimits,
-} from '../src/scoring/preprocess.js';
+import type { FrameInput, PreparedFrame, PreprocessLimits } from '../src/scoring/preprocess.js';
+import { tensorize } from '../src/scoring/tensor.js';
 
 /**
  * The pre-processing path edge-scorer had before the decode work (bench/README.md, "Decoding"),

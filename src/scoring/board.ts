@@ -4,7 +4,18 @@ import type { Metrics } from '../telemetry/metrics.js';
 import type { ModelRuntime } from './model-runtime.js';
 import type { FramePrediction } from './prediction.js';
 import type { FrameInput, PreprocessLimits } from './preprocess.js';
-import { boxOnBoard, checkRegions, decodeBoard, prepareRegion, type Region } from './regions.js';
+import {
+  boxOnBoard,
+  checkRegions,
+  cutInPlace,
+  decodeBoard,
+  prepareRegion,
+  preparedRegion,
+  type PreparedRegion,
+  type Region,
+} from './regions.js';
+import { regionTensor } from './tensor.js';
+import type { CutRequest } from './worker-protocol.js';
 
 /** One region's answer: its prediction with detection boxes in board pixels. */
 export interface RegionResult {
@@ -26,21 +37,28 @@ export interface BoardResult {
   timing: { decodeMs: number; preprocessMs: number; inferenceMs: number };
 }
 
-/** At most this many regions are cut at once: sharp's pool has few threads, the rest would queue. */
-const CUT_CONCURRENCY = 16;
+/** At most this many turned or large regions are cut by sharp at once (its pool has few threads). */
+const SHARP_CONCURRENCY = 16;
 
 /**
- * Upright regions are cut on the event loop (a fraction of a millisecond each): after this long
- * the cutting yields, so other requests are served and finished batches come back from the
- * workers while the rest of a board is cut.
+ * The event loop's share of the cutting yields after this long, so other requests are served and
+ * finished batches and cut regions come back from the workers while the rest is cut.
  */
 const CUT_SLICE_MS = 4;
+
+/** Upright regions go to a cutter in chunks of this many (one message to a worker each). */
+const CHUNK = 8;
+
+/** Boards with fewer upright regions are cut on the event loop alone: sharing costs a copy. */
+const SHARE_MIN_REGIONS = 16;
 
 /**
  * Scores every region of a board on one runtime: the regions are admitted together (they count
  * against the runtime's queue; none is admitted when they do not all fit), the board is decoded
- * once, each region is cut and submitted as soon as its tensor is ready, so they reach the batcher
- * together and fill batches (docs/architecture.md, "The path of a frame").
+ * once, and each region is submitted as soon as its tensor is ready, so they reach the batcher
+ * together and fill batches. Upright regions are cut in place, in chunks taken in turn by the
+ * event loop and by the runtime's inference workers (which read the board from shared memory);
+ * turned and large ones by sharp (docs/architecture.md, "The path of a frame").
  */
 export async function scoreBoard(
   runtime: ModelRuntime,
@@ -74,39 +92,101 @@ export async function scoreBoard(
   const spec = runtime.manifest.input;
   const results = new Array<Promise<RegionResult>>(n);
   let preprocessMs = 0;
-  let next = 0;
   let failure: Error | undefined;
-  let sliceStart = performance.now();
-  const cutter = async (): Promise<void> => {
-    while (next < n && failure === undefined) {
+  const fail = (err: unknown): void => {
+    failure ??= err instanceof Error ? err : new Error(String(err));
+  };
+  const submit = (i: number, prepared: PreparedRegion): void => {
+    const region = regions[i]!;
+    preprocessMs += prepared.preprocessMs;
+    metrics.preprocessDuration.observe(prepared.preprocessMs / 1000);
+    waiting--;
+    results[i] = runtime.submit(prepared).then((r) => ({
+      id: region.id,
+      ...(region.ref !== undefined ? { ref: region.ref } : {}),
+      ...(region.type !== undefined ? { type: region.type } : {}),
+      prediction: onBoard(r.prediction, region),
+      inferenceMs: r.inferenceMs,
+      batchSize: r.batchSize,
+    }));
+  };
+
+  const inPlace: number[] = [];
+  const bySharp: number[] = [];
+  regions.forEach((r, i) => (cutInPlace(r) ? inPlace : bySharp).push(i));
+
+  let nextSharp = 0;
+  const sharpCutter = async (): Promise<void> => {
+    while (nextSharp < bySharp.length && failure === undefined) {
+      const i = bySharp[nextSharp++]!;
+      try {
+        submit(i, await prepareRegion(board, regions[i]!, spec));
+      } catch (err) {
+        fail(err);
+      }
+    }
+  };
+
+  const chunks: number[][] = [];
+  for (let k = 0; k < inPlace.length; k += CHUNK) chunks.push(inPlace.slice(k, k + CHUNK));
+  const loopCutter = async (): Promise<void> => {
+    let sliceStart = performance.now();
+    while (chunks.length > 0 && failure === undefined) {
       if (performance.now() - sliceStart > CUT_SLICE_MS) {
         await new Promise(setImmediate);
         sliceStart = performance.now();
         continue;
       }
-      const i = next++;
-      const region = regions[i]!;
-      let prepared;
-      try {
-        prepared = await prepareRegion(board, region, spec);
-      } catch (err) {
-        failure ??= err instanceof Error ? err : new Error(String(err));
-        return;
+      for (const i of chunks.shift()!) {
+        const started = performance.now();
+        try {
+          const data = regionTensor(board, regions[i]!, spec)!;
+          submit(i, preparedRegion(regions[i]!, spec, data, performance.now() - started));
+        } catch (err) {
+          fail(err);
+        }
       }
-      preprocessMs += prepared.preprocessMs;
-      metrics.preprocessDuration.observe(prepared.preprocessMs / 1000);
-      waiting--;
-      results[i] = runtime.submit(prepared).then((r) => ({
-        id: region.id,
-        ...(region.ref !== undefined ? { ref: region.ref } : {}),
-        ...(region.type !== undefined ? { type: region.type } : {}),
-        prediction: onBoard(r.prediction, region),
-        inferenceMs: r.inferenceMs,
-        batchSize: r.batchSize,
-      }));
     }
   };
-  await Promise.all(Array.from({ length: Math.min(CUT_CONCURRENCY, n) }, cutter));
+  const workerCutter = async (w: number, shared: CutRequest['board']): Promise<void> => {
+    while (chunks.length > 0 && failure === undefined) {
+      const chunk = chunks.shift()!;
+      const started = performance.now();
+      let tensors;
+      try {
+        tensors = await runtime.cutOn(
+          w,
+          shared,
+          chunk.map((i) => regions[i]!),
+        );
+      } catch {
+        // A worker that cannot cut (it died) leaves its chunk to the event loop.
+        chunks.unshift(chunk);
+        return;
+      }
+      // The round trip, queueing behind a batch on that worker included, shared by the chunk.
+      const each = (performance.now() - started) / chunk.length;
+      chunk.forEach((i, k) => submit(i, preparedRegion(regions[i]!, spec, tensors[k]!, each)));
+    }
+  };
+  const cutters: Promise<void>[] = [];
+  if (inPlace.length >= SHARE_MIN_REGIONS && runtime.workerCount > 0) {
+    const data = new SharedArrayBuffer(board.data.length);
+    new Uint8Array(data).set(board.data);
+    const shared = {
+      data,
+      width: board.width,
+      height: board.height,
+      channels: board.channels,
+      order: board.order,
+    };
+    for (let w = 0; w < runtime.workerCount; w++) cutters.push(workerCutter(w, shared));
+  }
+  cutters.push(loopCutter());
+  for (let k = 0; k < Math.min(SHARP_CONCURRENCY, bySharp.length); k++) cutters.push(sharpCutter());
+  await Promise.all(cutters);
+  // Chunks handed back by a worker that stopped after the event loop's share was done.
+  if (chunks.length > 0) await loopCutter();
   if (failure !== undefined) {
     cancelRest();
     // Regions already submitted finish on the runtime; their answers are dropped with the request.

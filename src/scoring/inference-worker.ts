@@ -1,7 +1,14 @@
 import { Worker } from 'node:worker_threads';
 import { EdgeError, ErrorCodes, deserializeError } from '../errors.js';
 import type { ModelManifest } from './manifest.js';
-import type { LoadRequest, LoadedModel, RunRequest, WorkerReply, WorkerRequest } from './worker-protocol.js';
+import type {
+  CutRequest,
+  LoadRequest,
+  LoadedModel,
+  RunRequest,
+  WorkerReply,
+  WorkerRequest,
+} from './worker-protocol.js';
 
 type Pending = { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void };
 
@@ -80,6 +87,14 @@ export class InferenceWorker {
     if (reply.type !== 'result')
       throw new EdgeError(ErrorCodes.INTERNAL, `unexpected worker reply ${reply.type}`);
     return reply;
+  }
+
+  /** Cuts upright regions of a shared board into tensors on this worker's thread. */
+  async cut(req: Omit<CutRequest, 'type' | 'id'>): Promise<ArrayBuffer[]> {
+    const reply = await this.request({ type: 'cut', id: this.nextId++, ...req });
+    if (reply.type !== 'cut')
+      throw new EdgeError(ErrorCodes.INTERNAL, `unexpected worker reply ${reply.type}`);
+    return reply.tensors;
   }
 
   /** Releases the session and ends the thread; safe to call on a dead worker. */

@@ -8,8 +8,9 @@ import { InferenceWorker } from './inference-worker.js';
 import type { ModelManifest, PartialManifest } from './manifest.js';
 import { checkModel, readModelFile, type ModelFile } from './model-loader.js';
 import type { FramePrediction } from './prediction.js';
-import { blankFrame, type InputTensorData, type PreparedFrame } from './preprocess.js';
-import type { LoadedModel, ProviderAttempt, ValueInfo } from './worker-protocol.js';
+import type { PreparedFrame } from './preprocess.js';
+import { blankFrame, type InputTensorData, type UprightRegion } from './tensor.js';
+import type { CutRequest, LoadedModel, ProviderAttempt, ValueInfo } from './worker-protocol.js';
 
 /**
  * What a runtime is for: `active` answers the line; `candidate` scores a share of frames off the
@@ -255,6 +256,28 @@ export class ModelRuntime {
         cause: isEdgeError(err) ? err.code : undefined,
       });
     }
+  }
+
+  /** How many inference workers this runtime has (each can also cut board regions). */
+  get workerCount(): number {
+    return this.workers.length;
+  }
+
+  /**
+   * Cuts upright regions of a shared board into tensors on worker `index`'s thread, beside the
+   * event loop (a cut sent while that worker runs a batch waits for it). Fails if the worker died.
+   */
+  async cutOn(
+    index: number,
+    board: CutRequest['board'],
+    regions: UprightRegion[],
+  ): Promise<InputTensorData[]> {
+    const worker = this.workers[index];
+    if (!worker || worker.dead)
+      throw new EdgeError(ErrorCodes.INFERENCE_FAILED, `worker ${index} is not running`);
+    const spec = this.manifest.input;
+    const buffers = await worker.cut({ board, spec, regions });
+    return buffers.map((b) => (spec.dtype === 'float32' ? new Float32Array(b) : new Uint8Array(b)));
   }
 
   /** Marks a frame as admitted: it counts against the queue while it is being decoded. */

@@ -4,11 +4,11 @@ import { EdgeError, ErrorCodes } from '../errors.js';
 import { readBmp } from './bmp.js';
 import { jpegSize } from './jpeg-header.js';
 import type { InputSpec } from './manifest.js';
-import { channelsOf } from './manifest.js';
-import { decodeSmallPng, isPng, pngSize, SMALL_PNG_MAX_PIXELS } from './png-small.js';
+import { decodeSmallPng, isPng, pngSize } from './png-small.js';
 import { geometryFor, type FrameGeometry } from './geometry.js';
 import { decodeRaw } from './pixel-formats/index.js';
-import { resampleFrame, type PixelSource, type Placement } from './resample.js';
+import type { PixelSource, Placement } from './resample.js';
+import { inMemory, smallFrameTensor, tensorize, type InputTensorData } from './tensor.js';
 
 /** A name from the pixel-format registry (`scoring/pixel-formats/`). */
 export type RawFormat = string;
@@ -35,7 +35,7 @@ export interface RawFrameInfo {
   bits?: number;
 }
 
-export type InputTensorData = Float32Array | Uint8Array;
+export type { InputTensorData } from './tensor.js';
 
 export interface FrameInput {
   body: Buffer;
@@ -65,14 +65,6 @@ interface Source {
   /** Channel order of the pixels (3-channel images). */
   order: 'rgb' | 'bgr';
 }
-
-/**
- * Frames whose pixels are already in memory (raw, BMP, small PNG) are resized in JavaScript up to
- * this many pixels: below it a libvips pipeline's set-up (~1.5 ms) costs more than the pixels.
- * Larger ones go to sharp, which runs on the libuv pool, off the event loop.
- */
-const IN_MEMORY_MAX_PIXELS = SMALL_PNG_MAX_PIXELS;
-const inMemory = (width: number, height: number): boolean => width * height <= IN_MEMORY_MAX_PIXELS;
 
 const tooLarge = (width: number, height: number, maxPixels: number): EdgeError =>
   new EdgeError(
@@ -241,109 +233,4 @@ function prepareInMemory(src: Source, g: Placement, spec: InputSpec): InputTenso
   const pixels = src.pixels ?? (src.png ? decodeSmallPng(src.png) : undefined);
   if (!pixels) return undefined;
   return smallFrameTensor(pixels, g, src.order, spec);
-}
-
-/**
- * The tensor of a frame small enough to resize here rather than in sharp (the same kernels, see
- * bench/README.md, "Decoding"); undefined for a larger one. Board regions use it too, so a region
- * gives exactly the tensor its crop would when posted alone.
- */
-export function smallFrameTensor(
-  pixels: PixelSource,
-  g: Placement,
-  order: 'rgb' | 'bgr',
-  spec: InputSpec,
-): InputTensorData | undefined {
-  if (!inMemory(pixels.width, pixels.height)) return undefined;
-  const resized = resampleFrame(pixels, g, spec.width, spec.height, spec.padValue);
-  return tensorize(resized.data, resized.channels, order, spec);
-}
-
-/**
- * HWC uint8 pixels (1 or 3 channels, or 2/4 with alpha removed upstream) → the model's tensor.
- * Grey from colour uses ITU-R BT.601 luma (as OpenCV's cvtColor does); colour from grey repeats the
- * channel. float32: (p * scale - mean[c]) / std[c]; uint8: p unchanged.
- */
-export function tensorize(
-  pixels: Uint8Array,
-  srcChannels: number,
-  srcOrder: 'rgb' | 'bgr',
-  spec: InputSpec,
-): InputTensorData {
-  const { width, height } = spec;
-  const plane = width * height;
-  const outC = channelsOf(spec);
-  const float = spec.dtype === 'float32';
-  const out = float ? new Float32Array(plane * outC) : new Uint8Array(plane * outC);
-  // For each output channel: which source channel it reads (or -1 for luma), and its affine.
-  const srcIndex: number[] = [];
-  const mul: number[] = [];
-  const add: number[] = [];
-  for (let c = 0; c < outC; c++) {
-    const wantRgbIndex = spec.color === 'bgr' ? 2 - c : c;
-    if (outC === 1) srcIndex.push(srcChannels === 1 ? 0 : -1);
-    else if (srcChannels === 1) srcIndex.push(0);
-    else srcIndex.push(srcOrder === 'bgr' ? 2 - wantRgbIndex : wantRgbIndex);
-    const mean = spec.mean.length === 1 ? spec.mean[0]! : spec.mean[c]!;
-    const std = spec.std.length === 1 ? spec.std[0]! : spec.std[c]!;
-    mul.push(float ? spec.scale / std : 1);
-    add.push(float ? -mean / std : 0);
-  }
-  const nhwc = spec.layout === 'nhwc';
-  const rIdx = srcOrder === 'bgr' ? 2 : 0;
-  const bIdx = 2 - rIdx;
-  for (let c = 0; c < outC; c++) {
-    const s = srcIndex[c]!;
-    const base = nhwc ? c : c * plane;
-    const step = nhwc ? outC : 1;
-    if (out instanceof Float32Array) {
-      if (s >= 0) channelF32(pixels, s, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
-      else lumaF32(pixels, rIdx, bIdx, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
-    } else if (s >= 0) {
-      for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]!;
-    } else {
-      for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step)
-        out[o] = Math.round(0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!);
-    }
-  }
-  return out;
-}
-
-/** One float channel: each pixel's byte `s`, scaled. Typed and monomorphic: it runs per region. */
-function channelF32(
-  pixels: Uint8Array,
-  s: number,
-  srcChannels: number,
-  plane: number,
-  m: number,
-  a: number,
-  out: Float32Array,
-  base: number,
-  step: number,
-): void {
-  for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]! * m + a;
-}
-
-/** One float channel of BT.601 luma, rounded to a byte first (as OpenCV's cvtColor does), scaled. */
-function lumaF32(
-  pixels: Uint8Array,
-  rIdx: number,
-  bIdx: number,
-  srcChannels: number,
-  plane: number,
-  m: number,
-  a: number,
-  out: Float32Array,
-  base: number,
-  step: number,
-): void {
-  for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step) {
-    const luma = 0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!;
-    out[o] = Math.round(luma) * m + a;
-  }
-}
-
-export function blankFrame(spec: InputSpec): InputTensorData {
-  const size = spec.width * spec.height * channelsOf(spec);
-  return spec.dtype === 'float32' ? new Float32Array(size) : new Uint8Array(size);
 }

@@ -4,14 +4,8 @@ import { EdgeError, ErrorCodes } from '../errors.js';
 import { geometryFor, type FrameGeometry } from './geometry.js';
 import type { InputSpec } from './manifest.js';
 import { decodeRaw } from './pixel-formats/index.js';
-import type { PixelSource } from './resample.js';
-import {
-  smallFrameTensor,
-  tensorize,
-  type FrameInput,
-  type PreparedFrame,
-  type PreprocessLimits,
-} from './preprocess.js';
+import type { FrameInput, PreparedFrame, PreprocessLimits } from './preprocess.js';
+import { inMemory, regionTensor, tensorize, type BoardRaster, type InputTensorData } from './tensor.js';
 
 /**
  * Board regions: one decode of the whole board, then each region cut out of those pixels (upright
@@ -32,12 +26,8 @@ export interface Region {
 }
 
 /** The decoded board: 8-bit interleaved pixels. */
-export interface BoardPixels {
+export interface BoardPixels extends BoardRaster {
   data: Buffer;
-  width: number;
-  height: number;
-  channels: number;
-  order: 'rgb' | 'bgr';
   decodeMs: number;
 }
 
@@ -87,7 +77,7 @@ export async function decodeBoard(frame: FrameInput, limits: PreprocessLimits): 
       data,
       width: info.width,
       height: info.height,
-      channels: info.channels,
+      channels: info.channels as 1 | 3,
       order: 'rgb',
       decodeMs: performance.now() - started,
     };
@@ -127,36 +117,48 @@ export function checkRegions(regions: readonly Region[], width: number, height: 
   }
 }
 
-/** A region's pixels read in place from the board: no copy. */
-function windowOf(board: BoardPixels, left: number, top: number, width: number, height: number): PixelSource {
-  const stride = board.width * board.channels;
-  return {
-    data: board.data,
-    width,
-    height,
-    channels: board.channels as 1 | 3,
-    offset: top * stride + left * board.channels,
-    stride,
-  };
-}
-
 /** A region's pixels copied out of the board, packed, for a sharp pipeline. */
-function copyOf(board: BoardPixels, left: number, top: number, width: number, height: number): Buffer {
+function copyOf(board: BoardRaster, left: number, top: number, width: number, height: number): Buffer {
   const stride = board.width * board.channels;
   const rowBytes = width * board.channels;
   const out = Buffer.allocUnsafe(rowBytes * height);
   for (let y = 0; y < height; y++) {
     const from = (top + y) * stride + left * board.channels;
-    board.data.copy(out, y * rowBytes, from, from + rowBytes);
+    out.set(board.data.subarray(from, from + rowBytes), y * rowBytes);
   }
   return out;
 }
 
 /**
+ * A region's tensor as a prepared frame: its geometry (model input ↔ upright crop) and where the
+ * crop sits on the board.
+ */
+export function preparedRegion(
+  region: Region,
+  spec: InputSpec,
+  data: InputTensorData,
+  preprocessMs: number,
+): PreparedRegion {
+  const g = geometryFor(spec.resize, region.width, region.height, spec.width, spec.height);
+  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
+  const geometry: FrameGeometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
+  const placement = {
+    cx: region.x + region.width / 2,
+    cy: region.y + region.height / 2,
+    angle: region.angle ?? 0,
+  };
+  return { data, geometry, preprocessMs, region, placement };
+}
+
+/** Whether a region is cut in place by `regionTensor` (upright and small) rather than by sharp. */
+export const cutInPlace = (region: Region): boolean =>
+  (region.angle ?? 0) % 360 === 0 && inMemory(region.width, region.height);
+
+/**
  * Cuts one region upright and builds its tensor, exactly as prepareFrame would for the crop posted
  * alone: an upright region small enough for the in-memory path is resampled in place from the
- * board's pixels by the same code a small frame goes through (no pipeline, no copy); a turned or
- * large one goes through sharp. The former never waits on the libuv pool.
+ * board's pixels by the code a small frame goes through (no pipeline, no copy); a turned or large
+ * one goes through sharp.
  */
 export async function prepareRegion(
   board: BoardPixels,
@@ -164,18 +166,15 @@ export async function prepareRegion(
   spec: InputSpec,
 ): Promise<PreparedRegion> {
   const started = performance.now();
+  const done = (data: InputTensorData): PreparedRegion =>
+    preparedRegion(region, spec, data, performance.now() - started);
   const angle = region.angle ?? 0;
   const g = geometryFor(spec.resize, region.width, region.height, spec.width, spec.height);
-  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
-  const geometry: FrameGeometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
-  if (angle % 360 === 0) {
-    const window = windowOf(board, region.x, region.y, region.width, region.height);
-    const small = smallFrameTensor(window, g, board.order, spec);
-    if (small) return prepared(small, geometry, started, region, angle);
-  }
-  const channels = board.channels as 1 | 3;
+  const channels = board.channels;
   let crop: Buffer;
   if (angle % 360 === 0) {
+    const small = regionTensor(board, region, spec);
+    if (small) return done(small);
     crop = copyOf(board, region.x, region.y, region.width, region.height);
   } else {
     // Cut the bounding box, turn it back by the angle, and take the part's rectangle from its middle.
@@ -195,24 +194,16 @@ export async function prepareRegion(
     const t = rad(-angle);
     const ux = cx * Math.cos(t) - cy * Math.sin(t) + turned.info.width / 2;
     const uy = cx * Math.sin(t) + cy * Math.cos(t) + turned.info.height / 2;
-    const l = Math.max(0, Math.min(turned.info.width - region.width, Math.round(ux - region.width / 2)));
-    const tp = Math.max(0, Math.min(turned.info.height - region.height, Math.round(uy - region.height / 2)));
-    const upright = windowOf(
-      { ...board, data: turned.data, width: turned.info.width, height: turned.info.height },
-      l,
-      tp,
-      region.width,
-      region.height,
-    );
-    const small = smallFrameTensor(upright, g, board.order, spec);
-    if (small) return prepared(small, geometry, started, region, angle);
-    crop = copyOf(
-      { ...board, data: turned.data, width: turned.info.width, height: turned.info.height },
-      l,
-      tp,
-      region.width,
-      region.height,
-    );
+    const upright = {
+      x: Math.max(0, Math.min(turned.info.width - region.width, Math.round(ux - region.width / 2))),
+      y: Math.max(0, Math.min(turned.info.height - region.height, Math.round(uy - region.height / 2))),
+      width: region.width,
+      height: region.height,
+    };
+    const canvas = { ...board, data: turned.data, width: turned.info.width, height: turned.info.height };
+    const small = regionTensor(canvas, upright, spec);
+    if (small) return done(small);
+    crop = copyOf(canvas, upright.x, upright.y, region.width, region.height);
   }
   let image = sharp(crop, {
     raw: { width: region.width, height: region.height, channels },
@@ -233,23 +224,7 @@ export async function prepareRegion(
     image = image.extract({ left: g.cropLeft, top: g.cropTop, width: spec.width, height: spec.height });
   }
   const { data, info } = await image.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-  return prepared(tensorize(data, info.channels, board.order, spec), geometry, started, region, angle);
-}
-
-function prepared(
-  data: PreparedFrame['data'],
-  geometry: FrameGeometry,
-  started: number,
-  region: Region,
-  angle: number,
-): PreparedRegion {
-  return {
-    data,
-    geometry,
-    preprocessMs: performance.now() - started,
-    region,
-    placement: { cx: region.x + region.width / 2, cy: region.y + region.height / 2, angle },
-  };
+  return done(tensorize(data, info.channels, board.order, spec));
 }
 
 /**

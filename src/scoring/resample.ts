@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { kernelArena } from './kernels.js';
 
 /**
  * Pixels already in memory (a raw frame, a BMP, a small decoded PNG), HWC uint8. `channels` 4 is
@@ -159,105 +158,6 @@ function planFor(inSize: number, outSize: number, enlarging: boolean, axis: 'x' 
 const SHIFT = 14;
 const ONE = 1 << SHIFT;
 
-/** The passes in WebAssembly (wasm/resample.ts, built by `npm run build:wasm`). */
-interface Kernels {
-  memory: { buffer: ArrayBuffer; grow(pages: number): number };
-  horizontal3(
-    src: number,
-    srcStride: number,
-    rows: number,
-    taps: number,
-    offsets: number,
-    pairs: number,
-    x0: number,
-    cols: number,
-    dst: number,
-    dstStride: number,
-  ): void;
-  horizontal1(
-    src: number,
-    srcStride: number,
-    rows: number,
-    taps: number,
-    index: number,
-    weights: number,
-    x0: number,
-    cols: number,
-    dst: number,
-    dstStride: number,
-  ): void;
-  vertical(
-    tmp: number,
-    rowBytes: number,
-    taps: number,
-    index: number,
-    weights: number,
-    y0: number,
-    rows: number,
-    dst: number,
-  ): void;
-}
-
-/** The two members of the WebAssembly JS API used here (its types live in lib.dom, not loaded). */
-const Wasm = (
-  globalThis as unknown as {
-    WebAssembly: {
-      Module: new (bytes: Uint8Array) => object;
-      Instance: new (module: object) => { exports: unknown };
-    };
-  }
-).WebAssembly;
-
-/** Both src/ (tests) and dist/ (the daemon) sit one level below the package root. */
-const WASM_FILE = new URL('../../dist/wasm/resample.wasm', import.meta.url);
-
-function loadKernels(): Kernels {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(WASM_FILE);
-  } catch {
-    throw new Error(`${fileURLToPath(WASM_FILE)} is missing: run npm run build`);
-  }
-  // Under a kilobyte: compiled and instantiated synchronously, once per thread, on first use.
-  return new Wasm.Instance(new Wasm.Module(bytes)).exports as Kernels;
-}
-
-let kernels: Kernels | undefined;
-
-/**
- * A bump allocator over the module's memory, reset for every frame: resampling is synchronous, so
- * one frame's buffers are all that ever live there. Each block is 16-byte aligned with 16 bytes of
- * room after it (the passes read and write up to a SIMD step past their rows).
- */
-class Arena {
-  private top = 0;
-  constructor(private readonly k: Kernels) {}
-  reset(): void {
-    this.top = 1024;
-  }
-  alloc(bytes: number): number {
-    const at = this.top;
-    this.top += (bytes + 31) & ~15;
-    const have = this.k.memory.buffer.byteLength;
-    if (this.top > have) this.k.memory.grow(Math.ceil((this.top - have) / 65536));
-    return at;
-  }
-  bytes(): Uint8Array {
-    return new Uint8Array(this.k.memory.buffer);
-  }
-  /** Copies two Int32Arrays in; returns where they are. */
-  plan(index: Int32Array, weights: Int32Array): { index: number; weights: number } {
-    const at = [index, weights].map((a) => {
-      const to = this.alloc(a.byteLength);
-      this.bytes().set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), to);
-      return to;
-    });
-    return { index: at[0]!, weights: at[1]! };
-  }
-}
-
-let arena: Arena | undefined;
-
 /**
  * The horizontal plan as the three-channel pass reads it: taps padded to an even count (weight
  * 0), each tap's byte offset in a row of `inC`-byte pixels, and two taps' weights packed in one
@@ -307,19 +207,37 @@ export function resampleFrame(
   outHeight: number,
   padValue: number,
 ): { data: Uint8Array; channels: 1 | 3 } {
+  const { at, channels } = resampleInArena(src, g, outWidth, outHeight, padValue);
+  return {
+    data: kernelArena()
+      .bytes()
+      .slice(at, at + outWidth * outHeight * channels),
+    channels,
+  };
+}
+
+/**
+ * resampleFrame with the result left in the kernels' memory (at `at`, until the next frame on this
+ * thread), for a caller that turns it into a tensor there.
+ */
+export function resampleInArena(
+  src: PixelSource,
+  g: Placement,
+  outWidth: number,
+  outHeight: number,
+  padValue: number,
+): { at: number; channels: 1 | 3 } {
   const inC = src.channels;
   const C = inC === 1 ? 1 : 3;
-  const out = new Uint8Array(outWidth * outHeight * C);
   // The part of the resized frame that lands in the output, and where it lands.
   const x0 = g.cropLeft;
   const y0 = g.cropTop;
   const cols = Math.min(g.resizeWidth - x0, outWidth - g.padLeft);
   const rows = Math.min(g.resizeHeight - y0, outHeight - g.padTop);
-  if (g.padLeft || g.padTop || g.padRight || g.padBottom) out.fill(padValue);
 
   const { width: inW, height: inH, data } = src;
-  kernels ??= loadKernels();
-  arena ??= new Arena(kernels);
+  const arena = kernelArena();
+  const kernels = arena.k;
   arena.reset();
 
   // The source rows, packed, top-down, into the module's memory.
@@ -360,14 +278,14 @@ export function resampleFrame(
     resized = arena.alloc(rows * rowBytes);
     kernels.vertical(tmp, rowBytes, vplan.taps, v.index, v.weights, y0, rows, resized);
   }
-  mem = arena.bytes();
   const outStride = outWidth * C;
-  const dst0 = g.padTop * outStride + g.padLeft * C;
-  if (rowBytes === outStride) {
-    out.set(mem.subarray(resized, resized + rows * rowBytes), dst0);
-  } else {
-    for (let y = 0; y < rows; y++)
-      out.set(mem.subarray(resized + y * rowBytes, resized + (y + 1) * rowBytes), dst0 + y * outStride);
-  }
-  return { data: out, channels: C };
+  if (rowBytes === outStride && rows === outHeight) return { at: resized, channels: C };
+  // Padded (letterbox) or cut: place the rows in a frame of the output's size.
+  const out = arena.alloc(outHeight * outStride);
+  mem = arena.bytes();
+  mem.fill(padValue, out, out + outHeight * outStride);
+  const dst0 = out + g.padTop * outStride + g.padLeft * C;
+  for (let y = 0; y < rows; y++)
+    mem.copyWithin(dst0 + y * outStride, resized + y * rowBytes, resized + (y + 1) * rowBytes);
+  return { at: out, channels: C };
 }

@@ -1,5 +1,6 @@
 import type { SerializedError } from '../errors.js';
-import type { ModelManifest } from './manifest.js';
+import type { InputSpec, ModelManifest } from './manifest.js';
+import type { BoardRaster, UprightRegion } from './tensor.js';
 import type { FrameGeometry } from './geometry.js';
 import type { FramePrediction } from './prediction.js';
 
@@ -34,7 +35,20 @@ export interface ConfigureRequest {
   manifest: ModelManifest;
 }
 
-export type WorkerRequest = LoadRequest | ConfigureRequest | RunRequest | { type: 'close'; id: number };
+/**
+ * Cuts upright regions of a board into tensors (scoring/tensor.ts, regionTensor): the board's
+ * pixels are shared, not copied; the tensors come back transferred, in the regions' order.
+ */
+export interface CutRequest {
+  type: 'cut';
+  id: number;
+  board: Omit<BoardRaster, 'data'> & { data: SharedArrayBuffer };
+  spec: InputSpec;
+  regions: UprightRegion[];
+}
+
+export type WorkerRequest =
+  LoadRequest | ConfigureRequest | RunRequest | CutRequest | { type: 'close'; id: number };
 
 export interface ValueInfo {
   name: string;
@@ -65,5 +79,6 @@ export type WorkerReply =
       postprocessMs: number;
     }
   | { type: 'configured'; id: number }
+  | { type: 'cut'; id: number; tensors: ArrayBuffer[] }
   | { type: 'closed'; id: number }
   | { type: 'error'; id: number; error: SerializedError };

@@ -14,6 +14,7 @@ import { EdgeError, ErrorCodes, serializeError } from '../errors.js';
 import type { OutputTensor } from './output-shape.js';
 import { ORIG_TARGET_SIZES, imageInputIndex, origTargetSizes } from './extra-inputs.js';
 import { Postprocessor } from './postprocess.js';
+import { regionTensor } from './tensor.js';
 import type {
   LoadRequest,
   LoadedModel,
@@ -178,6 +179,16 @@ parentPort!.on('message', (msg: WorkerRequest) => {
         case 'run':
           reply(await run(msg));
           break;
+        case 'cut': {
+          const board = { ...msg.board, data: new Uint8Array(msg.board.data) };
+          const tensors = msg.regions.map((r) => {
+            const t = regionTensor(board, r, msg.spec);
+            if (!t) throw new EdgeError(ErrorCodes.INTERNAL, 'region too large to cut in a worker');
+            return t.buffer as ArrayBuffer;
+          });
+          reply({ type: 'cut', id: msg.id, tensors }, tensors);
+          break;
+        }
         case 'close':
           await session?.release();
           session = undefined;

@@ -3,7 +3,8 @@ import { ErrorCodes, type EdgeError } from '../../src/errors.js';
 import type { InputSpec } from '../../src/scoring/manifest.js';
 import sharp from 'sharp';
 import { geometryFor } from '../../src/scoring/geometry.js';
-import { prepareFrame, tensorize, type FrameInput } from '../../src/scoring/preprocess.js';
+import { prepareFrame, type FrameInput } from '../../src/scoring/preprocess.js';
+import { tensorize } from '../../src/scoring/tensor.js';
 import {
   encodeFrame,
   gradientFrame,

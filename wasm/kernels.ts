@@ -1,6 +1,7 @@
-// The resampler's two passes in WebAssembly with 128-bit SIMD (AssemblyScript, compiled by
-// `npm run build:wasm` to dist/wasm/resample.wasm). src/scoring/resample.ts plans the taps and
-// weights and owns the memory layout; these loops only sum. The arithmetic is the plan's fixed
+// The pixel loops of small frames and board regions in WebAssembly, 128-bit SIMD where it pays
+// (AssemblyScript, compiled by `npm run build:wasm` to dist/wasm/kernels.wasm): the resampler's two
+// passes and the float tensor's channels. src/scoring/kernels.ts loads them and owns the memory;
+// src/scoring/resample.ts plans the taps and weights; these loops only sum. The arithmetic is the plan's fixed
 // point: 32-bit integer sums of weight × byte, then (sum + 2^13) >> 14 saturated to 0..255, the
 // same integers the plan defines, so the result does not depend on lane width or order.
 // docs/architecture.md, "The path of a frame", says where this runs.
@@ -138,5 +139,31 @@ export function vertical(
         i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_s(s0, s1), i16x8.narrow_i32x4_s(s2, s3)),
       );
     }
+  }
+}
+
+/**
+ * One float32 channel of a model tensor: for `count` pixels, the byte at src + first + i·srcStep,
+ * times m plus a, in f64 and then rounded to f32 (what JavaScript's `p * m + a` stored into a
+ * Float32Array gives, bit for bit), written at dst + 4·i·dstStep.
+ */
+export function channelF32(
+  src: usize,
+  first: i32,
+  srcStep: i32,
+  count: i32,
+  m: f64,
+  a: f64,
+  dst: usize,
+  dstStep: i32,
+): void {
+  let p = src + <usize>first;
+  let o = dst;
+  const step = <usize>srcStep;
+  const ostep = <usize>dstStep << 2;
+  for (let i = 0; i < count; i++) {
+    store<f32>(o, <f32>(<f64>load<u8>(p) * m + a));
+    p += step;
+    o += ostep;
   }
 }

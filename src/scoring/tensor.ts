@@ -1,0 +1,193 @@
+import { geometryFor } from './geometry.js';
+import type { InputSpec } from './manifest.js';
+import { channelsOf } from './manifest.js';
+import { SMALL_PNG_MAX_PIXELS } from './png-small.js';
+import { kernelArena } from './kernels.js';
+import { resampleInArena, type PixelSource, type Placement } from './resample.js';
+
+/**
+ * Pixels in memory → the model's tensor: the resize of small frames and board regions and the
+ * conversion to the model's layout and dtype. No libvips here, so inference workers load it too
+ * (they cut a board's regions beside the event loop; docs/architecture.md, "The path of a frame").
+ */
+
+export type InputTensorData = Float32Array | Uint8Array;
+
+/**
+ * Frames whose pixels are already in memory (raw, BMP, small PNG) are resized in JavaScript up to
+ * this many pixels: below it a libvips pipeline's set-up (~1.5 ms) costs more than the pixels.
+ * Larger ones go to sharp, which runs on the libuv pool, off the event loop.
+ */
+const IN_MEMORY_MAX_PIXELS = SMALL_PNG_MAX_PIXELS;
+export const inMemory = (width: number, height: number): boolean => width * height <= IN_MEMORY_MAX_PIXELS;
+
+/**
+ * The tensor of a frame small enough to resize here rather than in sharp (the same kernels, see
+ * bench/README.md, "Decoding"); undefined for a larger one. Board regions use it too, so a region
+ * gives exactly the tensor its crop would when posted alone.
+ */
+export function smallFrameTensor(
+  pixels: PixelSource,
+  g: Placement,
+  order: 'rgb' | 'bgr',
+  spec: InputSpec,
+): InputTensorData | undefined {
+  if (!inMemory(pixels.width, pixels.height)) return undefined;
+  const { at, channels } = resampleInArena(pixels, g, spec.width, spec.height, spec.padValue);
+  const arena = kernelArena();
+  const plane = spec.width * spec.height;
+  const c = channelPlan(channels, order, spec);
+  if (spec.dtype === 'float32' && c.srcIndex.every((s) => s >= 0)) {
+    // Written by the kernels beside the pixels, then copied out once.
+    const outC = c.srcIndex.length;
+    const dst = arena.alloc(plane * outC * 4);
+    const nhwc = spec.layout === 'nhwc';
+    c.srcIndex.forEach((s, k) => {
+      const to = dst + 4 * (nhwc ? k : k * plane);
+      arena.k.channelF32(at, s, channels, plane, c.mul[k]!, c.add[k]!, to, nhwc ? outC : 1);
+    });
+    return new Float32Array(arena.bytes().slice(dst, dst + plane * outC * 4).buffer);
+  }
+  return tensorize(arena.bytes().subarray(at, at + plane * channels), channels, order, spec);
+}
+
+/**
+ * For each output channel of a tensor: the source byte it reads within a pixel (-1: BT.601 luma of
+ * a colour pixel) and its affine, p · mul + add.
+ */
+function channelPlan(
+  srcChannels: number,
+  srcOrder: 'rgb' | 'bgr',
+  spec: InputSpec,
+): { srcIndex: number[]; mul: number[]; add: number[] } {
+  const outC = channelsOf(spec);
+  const float = spec.dtype === 'float32';
+  const srcIndex: number[] = [];
+  const mul: number[] = [];
+  const add: number[] = [];
+  for (let c = 0; c < outC; c++) {
+    const wantRgbIndex = spec.color === 'bgr' ? 2 - c : c;
+    if (outC === 1) srcIndex.push(srcChannels === 1 ? 0 : -1);
+    else if (srcChannels === 1) srcIndex.push(0);
+    else srcIndex.push(srcOrder === 'bgr' ? 2 - wantRgbIndex : wantRgbIndex);
+    const mean = spec.mean.length === 1 ? spec.mean[0]! : spec.mean[c]!;
+    const std = spec.std.length === 1 ? spec.std[0]! : spec.std[c]!;
+    mul.push(float ? spec.scale / std : 1);
+    add.push(float ? -mean / std : 0);
+  }
+  return { srcIndex, mul, add };
+}
+
+/** A decoded board (8-bit interleaved pixels) as the region cutters read it. */
+export interface BoardRaster {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: 1 | 3;
+  order: 'rgb' | 'bgr';
+}
+
+/** An upright rectangle of a board, in board pixels. */
+export interface UprightRegion {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/**
+ * An upright region's tensor, read in place from the board's pixels: the tensor its crop gives
+ * when posted alone. Undefined for a region too large for the in-memory path (sharp cuts those).
+ */
+export function regionTensor(
+  board: BoardRaster,
+  r: UprightRegion,
+  spec: InputSpec,
+): InputTensorData | undefined {
+  const g = geometryFor(spec.resize, r.width, r.height, spec.width, spec.height);
+  const stride = board.width * board.channels;
+  const window: PixelSource = {
+    data: board.data,
+    width: r.width,
+    height: r.height,
+    channels: board.channels,
+    offset: r.y * stride + r.x * board.channels,
+    stride,
+  };
+  return smallFrameTensor(window, g, board.order, spec);
+}
+
+/**
+ * HWC uint8 pixels (1 or 3 channels, or 2/4 with alpha removed upstream) → the model's tensor.
+ * Grey from colour uses ITU-R BT.601 luma (as OpenCV's cvtColor does); colour from grey repeats the
+ * channel. float32: (p * scale - mean[c]) / std[c]; uint8: p unchanged.
+ */
+export function tensorize(
+  pixels: Uint8Array,
+  srcChannels: number,
+  srcOrder: 'rgb' | 'bgr',
+  spec: InputSpec,
+): InputTensorData {
+  const { width, height } = spec;
+  const plane = width * height;
+  const { srcIndex, mul, add } = channelPlan(srcChannels, srcOrder, spec);
+  const outC = srcIndex.length;
+  const out = spec.dtype === 'float32' ? new Float32Array(plane * outC) : new Uint8Array(plane * outC);
+  const nhwc = spec.layout === 'nhwc';
+  const rIdx = srcOrder === 'bgr' ? 2 : 0;
+  const bIdx = 2 - rIdx;
+  for (let c = 0; c < outC; c++) {
+    const s = srcIndex[c]!;
+    const base = nhwc ? c : c * plane;
+    const step = nhwc ? outC : 1;
+    if (out instanceof Float32Array) {
+      if (s >= 0) channelF32(pixels, s, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
+      else lumaF32(pixels, rIdx, bIdx, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
+    } else if (s >= 0) {
+      for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]!;
+    } else {
+      for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step)
+        out[o] = Math.round(0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!);
+    }
+  }
+  return out;
+}
+
+/** One float channel: each pixel's byte `s`, scaled. Typed and monomorphic: it runs per region. */
+function channelF32(
+  pixels: Uint8Array,
+  s: number,
+  srcChannels: number,
+  plane: number,
+  m: number,
+  a: number,
+  out: Float32Array,
+  base: number,
+  step: number,
+): void {
+  for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]! * m + a;
+}
+
+/** One float channel of BT.601 luma, rounded to a byte first (as OpenCV's cvtColor does), scaled. */
+function lumaF32(
+  pixels: Uint8Array,
+  rIdx: number,
+  bIdx: number,
+  srcChannels: number,
+  plane: number,
+  m: number,
+  a: number,
+  out: Float32Array,
+  base: number,
+  step: number,
+): void {
+  for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step) {
+    const luma = 0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!;
+    out[o] = Math.round(luma) * m + a;
+  }
+}
+
+export function blankFrame(spec: InputSpec): InputTensorData {
+  const size = spec.width * spec.height * channelsOf(spec);
+  return spec.dtype === 'float32' ? new Float32Array(size) : new Uint8Array(size);
+}
