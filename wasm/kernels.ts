@@ -160,7 +160,7 @@ export function channelF32(
   let p = src + <usize>first;
   let o = dst;
   const step = <usize>srcStep;
-  const ostep = <usize>dstStep << 2;
+  const ostep = (<usize>dstStep) << 2;
   for (let i = 0; i < count; i++) {
     store<f32>(o, <f32>(<f64>load<u8>(p) * m + a));
     p += step;
