@@ -41,15 +41,15 @@ export interface BoardResult {
 const SHARP_CONCURRENCY = 16;
 
 /**
- * The event loop's share of the cutting yields after this long, so other requests are served and
- * finished batches and cut regions come back from the workers while the rest is cut.
+ * When the event loop cuts (no worker to share the board with, or chunks a dead worker handed
+ * back), it yields after this long, so other requests are served and finished batches come back.
  */
 const CUT_SLICE_MS = 4;
 
 /** Upright regions go to a cutter in chunks of this many (one message to a worker each). */
 const CHUNK = 8;
 
-/** Boards with fewer upright regions are cut on the event loop alone: sharing costs a copy. */
+/** Boards with fewer upright regions are cut on the event loop: sharing costs a copy. */
 const SHARE_MIN_REGIONS = 16;
 
 /**
@@ -57,8 +57,8 @@ const SHARE_MIN_REGIONS = 16;
  * against the runtime's queue; none is admitted when they do not all fit), the board is decoded
  * once, and each region is submitted as soon as its tensor is ready, so they reach the batcher
  * together and fill batches. Upright regions are cut in place, in chunks taken in turn by the
- * event loop and by the runtime's inference workers (which read the board from shared memory);
- * turned and large ones by sharp (docs/architecture.md, "The path of a frame").
+ * runtime's inference workers (which read the board from shared memory; the event loop only when
+ * there is none); turned and large ones by sharp (docs/architecture.md, "The path of a frame").
  */
 export async function scoreBoard(
   runtime: ModelRuntime,
@@ -182,7 +182,9 @@ export async function scoreBoard(
     };
     for (let w = 0; w < runtime.workerCount; w++) cutters.push(workerCutter(w, shared));
   }
-  cutters.push(loopCutter());
+  // The event loop cuts only where no worker can: it also dispatches batches, takes their answers
+  // and serves other requests, and cutting beside that made boards slower (bench/README.md).
+  if (cutters.length === 0) cutters.push(loopCutter());
   for (let k = 0; k < Math.min(SHARP_CONCURRENCY, bySharp.length); k++) cutters.push(sharpCutter());
   await Promise.all(cutters);
   // Chunks handed back by a worker that stopped after the event loop's share was done.
