@@ -5,7 +5,9 @@
  * decode, no HTTP): the ceiling of any path with this model here. The bench's 192×48 crop
  * classifier (bench/tiny-model.ts); the daemon runs in its own process with the model alone's
  * best arrangement; the phases alternate in rounds, so every ratio comes from one run.
- *   npm run bench:layout [-- --rounds 3 --seconds 6 --quick]
+ * `--widen 4` gives the classifier four times the channels (~13 times the work a region), a model
+ * that costs more than the board's decode and cuts, to read the layout path against its ceiling.
+ *   npm run bench:layout [-- --rounds 3 --seconds 6 --quick --widen 4]
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -45,10 +47,12 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '6' },
     quick: { type: 'boolean', default: false },
+    widen: { type: 'string', default: '1' },
   },
 });
 const rounds = Number(args.rounds);
 const seconds = Number(args.seconds);
+const widen = Number(args.widen);
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -65,7 +69,7 @@ async function main(): Promise<void> {
   try {
     const model = await writeModelDir(
       path.join(work, 'tiny'),
-      buildTinyClassifier({ batch: 'dynamic' }),
+      buildTinyClassifier({ batch: 'dynamic', widen }),
       TINY_MANIFEST,
     );
     const [board] = await makeBoardFrames(1, W, H, 'jpeg');
@@ -80,7 +84,7 @@ async function main(): Promise<void> {
     );
     console.log(
       `board ${W}×${H} JPEG ${Math.round(board!.length / 1024)} KiB, ${REGIONS.length} regions of 300×60; ` +
-        `crops ~${Math.round(crops[0]!.body.length / 1024)} KiB JPEG; model: 192×48 crop classifier`,
+        `crops ~${Math.round(crops[0]!.body.length / 1024)} KiB JPEG; model: 192×48 crop classifier, channels ×${widen}`,
     );
 
     // The board's decode in this process: the part of a layout request no batching can share.
@@ -149,7 +153,8 @@ async function main(): Promise<void> {
     const crop = rates['crops one by one, 8 in flight'];
     const summary = {
       date: new Date().toISOString(),
-      command: `npm run bench:layout -- --rounds ${rounds} --seconds ${seconds}${args.quick ? ' --quick' : ''}`,
+      command: `npm run bench:layout -- --rounds ${rounds} --seconds ${seconds}${args.quick ? ' --quick' : ''}${widen !== 1 ? ` --widen ${widen}` : ''}`,
+      widen,
       loadAverageAtStart: round2(load1),
       loadAverageAtEnd: round2(os.loadavg()[0]!),
       arrangement: a,
@@ -171,7 +176,11 @@ async function main(): Promise<void> {
     };
     console.log(JSON.stringify(summary, null, 2));
     await writeFile(
-      path.join(import.meta.dirname, 'results', 'layout-latest.json'),
+      path.join(
+        import.meta.dirname,
+        'results',
+        widen === 1 ? 'layout-latest.json' : `layout-widen${widen}-latest.json`,
+      ),
       JSON.stringify(summary, null, 2) + '\n',
     );
   } finally {
