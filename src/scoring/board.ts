@@ -101,7 +101,7 @@ export async function scoreBoard(
     preprocessMs += prepared.preprocessMs;
     metrics.preprocessDuration.observe(prepared.preprocessMs / 1000);
     waiting--;
-    results[i] = runtime.submit(prepared).then((r) => ({
+    const result = runtime.submit(prepared).then((r) => ({
       id: region.id,
       ...(region.ref !== undefined ? { ref: region.ref } : {}),
       ...(region.type !== undefined ? { type: region.type } : {}),
@@ -109,6 +109,10 @@ export async function scoreBoard(
       inferenceMs: r.inferenceMs,
       batchSize: r.batchSize,
     }));
+    // Awaited once every region is cut; a batch that fails before then must not count as an
+    // unhandled rejection meanwhile (the process treats those as fatal).
+    result.catch(() => undefined);
+    results[i] = result;
   };
 
   const inPlace: number[] = [];

@@ -319,6 +319,13 @@ export class ModelRuntime {
         this.timer = undefined;
       }
       const worker = this.idle.pop()!;
+      if (worker.dead && !this.closing && this.workers.some((w) => w !== worker && !w.dead)) {
+        // Its thread ended while idle: replace it and give the batch to a live worker instead of
+        // failing it here. With no live worker left the batch goes to it and fails at once, so
+        // frames are answered with an error rather than left waiting on a replacement's load.
+        this.replace(worker);
+        continue;
+      }
       const items = this.pending.splice(0, max);
       this.dispatch(worker, items);
     }

@@ -1,0 +1,127 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import sharp from 'sharp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { scoreBoard } from '../../src/scoring/board.js';
+import type { InferenceWorker } from '../../src/scoring/inference-worker.js';
+import { ModelRuntime } from '../../src/scoring/model-runtime.js';
+import { Metrics } from '../../src/telemetry/metrics.js';
+import { defaultTestModel } from '../helpers/daemon.js';
+import { makeRaw } from '../helpers/frames.js';
+import { writeModelDir } from '../helpers/onnx-builder.js';
+
+/**
+ * A board's regions are cut by the runtime's inference workers (README, "Board layouts"): losing
+ * one of them must cost the line nothing: its chunks are cut by the others, its batches go to a
+ * live worker while a replacement loads, and nothing reaches the process as an unhandled
+ * rejection (which the daemon treats as fatal).
+ */
+
+let dir: string | undefined;
+let runtime: ModelRuntime | undefined;
+afterEach(async () => {
+  await runtime?.close();
+  runtime = undefined;
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+const W = 640;
+const H = 480;
+
+async function setUp(workers: number) {
+  dir = await mkdtemp(path.join(tmpdir(), 'board-worker-loss-'));
+  const { model, manifest } = defaultTestModel();
+  const { modelPath } = await writeModelDir(path.join(dir, 'model'), model, manifest);
+  const rt = await ModelRuntime.load({
+    modelPath,
+    role: 'active',
+    settings: {
+      executionProviders: ['cpu'],
+      maxBatchSize: 8,
+      maxBatchDelayMs: 2,
+      workers,
+      maxQueue: 1024,
+      intraOpThreads: 1,
+      intraOpSpinning: false,
+    },
+    warmupRuns: 1,
+    logger: pino({ level: 'silent' }),
+    metrics: new Metrics({ defaultMetrics: false }),
+  });
+  runtime = rt;
+  const raw = makeRaw(W, H, 3, (x, y) => [(x * 7 + y * 3) % 256, (x * y) % 256, (x + 2 * y) % 256]);
+  const png = await sharp(raw, { raw: { width: W, height: H, channels: 3 } })
+    .png()
+    .toBuffer();
+  // 48 upright regions: enough to be cut by the workers, not the event loop.
+  const regions = Array.from({ length: 48 }, (_, i) => ({
+    id: `r${i}`,
+    x: (i % 8) * 80,
+    y: Math.floor(i / 8) * 80,
+    width: 70 - (i % 3) * 7,
+    height: 60,
+  }));
+  const metrics = new Metrics({ defaultMetrics: false });
+  const score = async () =>
+    (
+      await scoreBoard(rt, { body: png, mediaType: 'image/png' }, regions, { maxPixels: 1e8 }, metrics)
+    ).regions.map((r) => r.prediction);
+  const workersOf = () => (rt as unknown as { workers: InferenceWorker[] }).workers;
+  return { score, workersOf };
+}
+
+describe('a board and the loss of an inference worker', () => {
+  it('scores the same board the same way after a worker thread ended, and after its replacement', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown): void => {
+      unhandled.push(err);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const { score, workersOf } = await setUp(2);
+      const before = await score();
+      expect(new Set(before.map((p) => JSON.stringify(p))).size).toBeGreaterThan(10);
+
+      // End worker 0's thread while it is idle, as a crash would.
+      const workers = workersOf();
+      const lost = workers[0]!;
+      await lost.close();
+      expect(lost.dead).toBe(true);
+
+      expect(await score()).toEqual(before);
+      // The replacement took the dead worker's place and the board still answers the same.
+      await expect.poll(() => workers[0] !== lost, { timeout: 10_000 }).toBe(true);
+      expect(await score()).toEqual(before);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('with its only worker gone, a board fails with a code, never as an unhandled rejection, and the next one scores', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown): void => {
+      unhandled.push(err);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const { score, workersOf } = await setUp(1);
+      const before = await score();
+      const lost = workersOf()[0]!;
+      await lost.close();
+      // Its chunks come back to the event loop, which cuts while the first batches fail on the dead
+      // worker: the regions' rejections arrive before the board awaits them.
+      await expect(score()).rejects.toMatchObject({ code: 'EDGE_ERR_INFERENCE_FAILED' });
+      await expect.poll(() => workersOf()[0] !== lost, { timeout: 10_000 }).toBe(true);
+      await expect
+        .poll(async () => JSON.stringify(await score().catch(() => null)), { timeout: 10_000 })
+        .toBe(JSON.stringify(before));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
