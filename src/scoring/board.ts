@@ -57,8 +57,8 @@ const SHARE_MIN_REGIONS = 16;
  * against the runtime's queue; none is admitted when they do not all fit), the board is decoded
  * once, and each region is submitted as soon as its tensor is ready, so they reach the batcher
  * together and fill batches. Upright regions are cut in place, in chunks taken in turn by the
- * runtime's inference workers (which read the board from shared memory; the event loop only when
- * there is none); turned and large ones by sharp (docs/architecture.md, "The path of a frame").
+ * runtime's inference workers (which read the board from shared memory) and, beside a single
+ * worker, the event loop; turned and large ones by sharp (docs/architecture.md, "The path of a frame").
  */
 export async function scoreBoard(
   runtime: ModelRuntime,
@@ -186,9 +186,10 @@ export async function scoreBoard(
     };
     for (let w = 0; w < runtime.workerCount; w++) cutters.push(workerCutter(w, shared));
   }
-  // The event loop cuts only where no worker can: it also dispatches batches, takes their answers
-  // and serves other requests, and cutting beside that made boards slower (bench/README.md).
-  if (cutters.length === 0) cutters.push(loopCutter());
+  // With two or more workers the event loop leaves the cutting to them: it also dispatches the
+  // batches, takes their answers and serves other requests, and cutting beside that made boards
+  // slower; beside a single worker it pays (both measured, bench/README.md, "Board layouts").
+  if (cutters.length < 2) cutters.push(loopCutter());
   for (let k = 0; k < Math.min(SHARP_CONCURRENCY, bySharp.length); k++) cutters.push(sharpCutter());
   await Promise.all(cutters);
   // Chunks handed back by a worker that stopped after the event loop's share was done.

@@ -149,45 +149,48 @@ describe('board layouts', () => {
     expect(after - before).toBe(REGIONS.length + REGIONS.length); // board regions + the crops alone
   });
 
-  it('a board of many regions, cut in chunks by the inference workers, answers as the crops alone', async () => {
-    // 48 upright regions: cut in chunks by the two inference workers from the shared board (a
-    // board of fewer than 16, as in the other tests, is cut on the event loop), and compared with
-    // the crops posted alone, which go through the event loop's pre-processing.
-    daemon = await startDaemon({ env: { WORKERS: '2' } });
-    const grid = Array.from({ length: 48 }, (_, i) => ({
-      id: `g${i}`,
-      x: (i % 8) * 40 + (i % 3),
-      y: Math.floor(i / 8) * 40 + (i % 5),
-      width: 36 - (i % 4) * 3,
-      height: 30 + (i % 2) * 6,
-    }));
-    expect((await putLayout('grid', { regions: grid })).status).toBe(201);
-    const raw = syntheticBoard();
-    const a = await postFrame(
-      `${daemon.url}/v1/score?layout=grid`,
-      await encodeFrame(raw, BW, BH, 3, 'png'),
-      'image/png',
-    );
-    expect(a.status, a.text).toBe(200);
-    const board = a.json as BoardAnswer;
-    expect(board.regions.map((r) => r.id)).toEqual(grid.map((r) => r.id));
-    for (const [k, region] of grid.entries()) {
-      const crop = await sharp(raw, { raw: { width: BW, height: BH, channels: 3 } })
-        .extract({ left: region.x, top: region.y, width: region.width, height: region.height })
-        .raw()
-        .toBuffer();
-      const alone = await postFrame(
-        `${daemon.url}/v1/score`,
-        await encodeFrame(crop, region.width, region.height, 3, 'png'),
+  it.each(['1', '2'])(
+    'a board of many regions, cut in chunks by %s inference worker(s), answers as the crops alone',
+    async (workers) => {
+      // 48 upright regions: cut in chunks from the shared board by the inference workers (and, beside
+      // a single worker, the event loop; a board of fewer than 16, as in the other tests, is cut on
+      // the event loop alone), and compared with the crops posted alone.
+      daemon = await startDaemon({ env: { WORKERS: workers } });
+      const grid = Array.from({ length: 48 }, (_, i) => ({
+        id: `g${i}`,
+        x: (i % 8) * 40 + (i % 3),
+        y: Math.floor(i / 8) * 40 + (i % 5),
+        width: 36 - (i % 4) * 3,
+        height: 30 + (i % 2) * 6,
+      }));
+      expect((await putLayout('grid', { regions: grid })).status).toBe(201);
+      const raw = syntheticBoard();
+      const a = await postFrame(
+        `${daemon.url}/v1/score?layout=grid`,
+        await encodeFrame(raw, BW, BH, 3, 'png'),
         'image/png',
       );
-      const want = alone.json as V1;
-      const got = board.regions[k]!;
-      expect(got.label, region.id).toBe(want.classification[0]!.label);
-      got.classification!.forEach((c, i) => close(c.score, want.classification[i]!.score));
-    }
-    expect(new Set(board.regions.map((r) => r.score!.toFixed(6))).size).toBeGreaterThan(10);
-  });
+      expect(a.status, a.text).toBe(200);
+      const board = a.json as BoardAnswer;
+      expect(board.regions.map((r) => r.id)).toEqual(grid.map((r) => r.id));
+      for (const [k, region] of grid.entries()) {
+        const crop = await sharp(raw, { raw: { width: BW, height: BH, channels: 3 } })
+          .extract({ left: region.x, top: region.y, width: region.width, height: region.height })
+          .raw()
+          .toBuffer();
+        const alone = await postFrame(
+          `${daemon.url}/v1/score`,
+          await encodeFrame(crop, region.width, region.height, 3, 'png'),
+          'image/png',
+        );
+        const want = alone.json as V1;
+        const got = board.regions[k]!;
+        expect(got.label, region.id).toBe(want.classification[0]!.label);
+        got.classification!.forEach((c, i) => close(c.score, want.classification[i]!.score));
+      }
+      expect(new Set(board.regions.map((r) => r.score!.toFixed(6))).size).toBeGreaterThan(10);
+    },
+  );
 
   it('a turned region is cut upright: the part scores the same at 0°, 90°, 180° and 270°', async () => {
     daemon = await startDaemon();
