@@ -15,21 +15,13 @@ import { startDaemon } from '../test/helpers/daemon.js';
 import { boardFrame, rng } from '../test/helpers/frames.js';
 import { writeModelDir } from '../test/helpers/onnx-builder.js';
 import { abArgs, runAb } from './ab.js';
-import { buildTinyClassifier, TINY_INPUT } from './tiny-model.js';
+import { buildTinyClassifier, TINY_MANIFEST } from './tiny-model.js';
 
 const opts = abArgs('bench/drift.ts', { rounds: 4, requests: 300, seconds: 4, clients: 8 });
 
 const dir = await mkdtemp(path.join(tmpdir(), 'edge-drift-bench-'));
 const model = buildTinyClassifier({ batch: 'dynamic' });
-const manifest = {
-  name: 'crop-classifier',
-  version: '1',
-  task: 'classification',
-  labels: ['ok', 'bridge', 'missing', 'shift'],
-  defectLabels: ['bridge', 'missing', 'shift'],
-  input: { ...TINY_INPUT, resize: 'stretch' },
-  output: { format: 'probabilities' },
-};
+const manifest = TINY_MANIFEST;
 const { modelPath } = await writeModelDir(path.join(dir, 'model'), model, manifest);
 const frames = path.join(dir, 'reference');
 await mkdir(frames);

@@ -14,22 +14,14 @@ import { startDaemon } from '../test/helpers/daemon.js';
 import { startIotHubEmulator } from '../test/helpers/iothub-emulator.js';
 import { waitFor } from '../test/helpers/lifecycle.js';
 import { abArgs, runAb } from './ab.js';
-import { buildTinyClassifier, TINY_INPUT } from './tiny-model.js';
+import { buildTinyClassifier, TINY_MANIFEST } from './tiny-model.js';
 
 const opts = abArgs('bench/journal.ts', { rounds: 3, requests: 300, seconds: 4, clients: 8 });
 
 const hub = await startIotHubEmulator({ desired: { telemetry: { results: 'all', flushIntervalMs: 200 } } });
 const daemon = await startDaemon({
   model: buildTinyClassifier({ batch: 'dynamic' }),
-  manifest: {
-    name: 'crop-classifier',
-    version: '1',
-    task: 'classification',
-    labels: ['ok', 'bridge', 'missing', 'shift'],
-    defectLabels: ['bridge', 'missing', 'shift'],
-    input: { ...TINY_INPUT, resize: 'stretch' },
-    output: { format: 'probabilities' },
-  },
+  manifest: TINY_MANIFEST,
   env: { ...hub.env(), LOG_LEVEL: 'warn' },
 });
 const publisher = daemon.app.publisher!;

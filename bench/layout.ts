@@ -31,6 +31,7 @@ import {
 } from './harness.js';
 import { buildTinyClassifier, TINY_MANIFEST } from './tiny-model.js';
 import { arrangements, inFlightFor, modelAloneThroughput } from './workloads.js';
+import { median } from './ab.js';
 
 const W = 2448;
 const H = 2048;
@@ -54,11 +55,6 @@ const rounds = Number(args.rounds);
 const seconds = Number(args.seconds);
 const widen = Number(args.widen);
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const round2 = (x: number): number => Math.round(x * 100) / 100;
 
 async function main(): Promise<void> {

@@ -24,6 +24,8 @@ import { Pool } from 'undici';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { buildResNetLike, writeModelDir } from '../test/helpers/onnx-builder.js';
+import { median } from './ab.js';
+import { percentile } from './harness.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -46,13 +48,6 @@ const manifest = (version: string): Record<string, unknown> => ({
   output: { format: 'probabilities', topK: 1 },
 });
 
-const percentile = (sorted: number[], p: number): number =>
-  sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
-const median = (xs: number[]): number =>
-  percentile(
-    [...xs].sort((a, b) => a - b),
-    50,
-  );
 const round2 = (v: number): number => Math.round(v * 100) / 100;
 
 async function makeFrames(count: number): Promise<Buffer[]> {

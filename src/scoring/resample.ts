@@ -196,29 +196,10 @@ function identityPlan(size: number): AxisPlan {
 /**
  * Resizes `src` as the geometry says (to resizeWidth × resizeHeight, then pads for letterbox or
  * cuts for center-crop) into `outWidth × outHeight` HWC uint8 pixels with 1 channel (grey source)
- * or 3. Runs on the calling thread: meant for frames of up to a few tens of thousands of pixels,
- * where it costs less than setting up a libvips pipeline. A size that does not change is copied
- * exactly.
- */
-export function resampleFrame(
-  src: PixelSource,
-  g: Placement,
-  outWidth: number,
-  outHeight: number,
-  padValue: number,
-): { data: Uint8Array; channels: 1 | 3 } {
-  const { at, channels } = resampleInArena(src, g, outWidth, outHeight, padValue);
-  return {
-    data: kernelArena()
-      .bytes()
-      .slice(at, at + outWidth * outHeight * channels),
-    channels,
-  };
-}
-
-/**
- * resampleFrame with the result left in the kernels' memory (at `at`, until the next frame on this
- * thread), for a caller that turns it into a tensor there.
+ * or 3, left in the kernels' memory at `at` (until the next frame on this thread) for the caller
+ * to turn into a tensor there. Runs on the calling thread: meant for frames of up to a few tens of
+ * thousands of pixels, where it costs less than setting up a libvips pipeline. A size that does
+ * not change is copied exactly.
  */
 export function resampleInArena(
   src: PixelSource,

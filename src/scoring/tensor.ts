@@ -34,21 +34,15 @@ export function smallFrameTensor(
 ): InputTensorData | undefined {
   if (!inMemory(pixels.width, pixels.height)) return undefined;
   const { at, channels } = resampleInArena(pixels, g, spec.width, spec.height, spec.padValue);
-  const arena = kernelArena();
-  const plane = spec.width * spec.height;
-  const c = channelPlan(channels, order, spec);
-  if (spec.dtype === 'float32' && c.srcIndex.every((s) => s >= 0)) {
-    // Written by the kernels beside the pixels, then copied out once.
-    const outC = c.srcIndex.length;
-    const dst = arena.alloc(plane * outC * 4);
-    const nhwc = spec.layout === 'nhwc';
-    c.srcIndex.forEach((s, k) => {
-      const to = dst + 4 * (nhwc ? k : k * plane);
-      arena.k.channelF32(at, s, channels, plane, c.mul[k]!, c.add[k]!, to, nhwc ? outC : 1);
-    });
-    return new Float32Array(arena.bytes().slice(dst, dst + plane * outC * 4).buffer);
-  }
-  return tensorize(arena.bytes().subarray(at, at + plane * channels), channels, order, spec);
+  const n = spec.width * spec.height * channels;
+  return tensorize(
+    kernelArena()
+      .bytes()
+      .subarray(at, at + n),
+    channels,
+    order,
+    spec,
+  );
 }
 
 /**
@@ -128,63 +122,45 @@ export function tensorize(
   srcOrder: 'rgb' | 'bgr',
   spec: InputSpec,
 ): InputTensorData {
-  const { width, height } = spec;
-  const plane = width * height;
+  const plane = spec.width * spec.height;
   const { srcIndex, mul, add } = channelPlan(srcChannels, srcOrder, spec);
   const outC = srcIndex.length;
-  const out = spec.dtype === 'float32' ? new Float32Array(plane * outC) : new Uint8Array(plane * outC);
   const nhwc = spec.layout === 'nhwc';
+  if (spec.dtype === 'float32' && srcIndex.every((s) => s >= 0)) {
+    // The common case (float, no luma) is written by the WebAssembly kernel, bit for bit what
+    // `p * m + a` stored into a Float32Array gives: beside the pixels when they are the kernels'
+    // own (a small frame just resampled), else after copying them in.
+    const arena = kernelArena();
+    let at = pixels.byteOffset;
+    if (pixels.buffer !== arena.k.memory.buffer) {
+      arena.reset();
+      at = arena.alloc(pixels.length);
+      arena.bytes().set(pixels, at);
+    }
+    const dst = arena.alloc(plane * outC * 4);
+    srcIndex.forEach((s, c) => {
+      const to = dst + 4 * (nhwc ? c : c * plane);
+      arena.k.channelF32(at, s, srcChannels, plane, mul[c]!, add[c]!, to, nhwc ? outC : 1);
+    });
+    return new Float32Array(arena.bytes().slice(dst, dst + plane * outC * 4).buffer);
+  }
+  const out = spec.dtype === 'float32' ? new Float32Array(plane * outC) : new Uint8Array(plane * outC);
   const rIdx = srcOrder === 'bgr' ? 2 : 0;
   const bIdx = 2 - rIdx;
   for (let c = 0; c < outC; c++) {
     const s = srcIndex[c]!;
-    const base = nhwc ? c : c * plane;
+    const m = mul[c]!;
+    const a = add[c]!;
     const step = nhwc ? outC : 1;
-    if (out instanceof Float32Array) {
-      if (s >= 0) channelF32(pixels, s, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
-      else lumaF32(pixels, rIdx, bIdx, srcChannels, plane, mul[c]!, add[c]!, out, base, step);
-    } else if (s >= 0) {
-      for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]!;
-    } else {
-      for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step)
-        out[o] = Math.round(0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!);
+    for (let i = 0, p = 0, o = nhwc ? c : c * plane; i < plane; i++, p += srcChannels, o += step) {
+      const v =
+        s >= 0
+          ? pixels[p + s]!
+          : Math.round(0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!);
+      out[o] = v * m + a;
     }
   }
   return out;
-}
-
-/** One float channel: each pixel's byte `s`, scaled. Typed and monomorphic: it runs per region. */
-function channelF32(
-  pixels: Uint8Array,
-  s: number,
-  srcChannels: number,
-  plane: number,
-  m: number,
-  a: number,
-  out: Float32Array,
-  base: number,
-  step: number,
-): void {
-  for (let i = 0, p = s, o = base; i < plane; i++, p += srcChannels, o += step) out[o] = pixels[p]! * m + a;
-}
-
-/** One float channel of BT.601 luma, rounded to a byte first (as OpenCV's cvtColor does), scaled. */
-function lumaF32(
-  pixels: Uint8Array,
-  rIdx: number,
-  bIdx: number,
-  srcChannels: number,
-  plane: number,
-  m: number,
-  a: number,
-  out: Float32Array,
-  base: number,
-  step: number,
-): void {
-  for (let i = 0, p = 0, o = base; i < plane; i++, p += srcChannels, o += step) {
-    const luma = 0.299 * pixels[p + rIdx]! + 0.587 * pixels[p + 1]! + 0.114 * pixels[p + bIdx]!;
-    out[o] = Math.round(luma) * m + a;
-  }
 }
 
 export function blankFrame(spec: InputSpec): InputTensorData {

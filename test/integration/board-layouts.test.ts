@@ -90,6 +90,27 @@ function close(a: number, b: number, tolerance = 1e-5): void {
   expect(Math.abs(a - b)).toBeLessThanOrEqual(tolerance);
 }
 
+/** The answer to a region's upright pixels of `raw` (the synthetic board) posted alone as a PNG. */
+async function scoreAlone(
+  raw: Buffer,
+  region: { x: number; y: number; width: number; height: number },
+): Promise<V1> {
+  const crop = await sharp(raw, { raw: { width: BW, height: BH, channels: 3 } })
+    .extract({ left: region.x, top: region.y, width: region.width, height: region.height })
+    .raw()
+    .toBuffer();
+  return scorePng(crop, region.width, region.height);
+}
+
+async function scorePng(pixels: Buffer, width: number, height: number): Promise<V1> {
+  const alone = await postFrame(
+    `${daemon!.url}/v1/score`,
+    await encodeFrame(pixels, width, height, 3, 'png'),
+    'image/png',
+  );
+  return alone.json as V1;
+}
+
 describe('board layouts', () => {
   it('scores every region as if each crop were posted alone, turned regions cut upright', async () => {
     daemon = await startDaemon();
@@ -115,19 +136,14 @@ describe('board layouts', () => {
     for (const [k, region] of REGIONS.entries()) {
       const got = board.regions[k]!;
       // The crop alone: upright pixels of the region (for the turned one, the part as drawn).
-      const crop =
+      const want =
         region.angle === 90
-          ? makeRaw(PART_W, PART_H, 3, (i, j) => partPx(i, j))
-          : await sharp(raw, { raw: { width: BW, height: BH, channels: 3 } })
-              .extract({ left: region.x, top: region.y, width: region.width, height: region.height })
-              .raw()
-              .toBuffer();
-      const alone = await postFrame(
-        `${daemon.url}/v1/score`,
-        await encodeFrame(crop, region.width, region.height, 3, 'png'),
-        'image/png',
-      );
-      const want = alone.json as V1;
+          ? await scorePng(
+              makeRaw(PART_W, PART_H, 3, (i, j) => partPx(i, j)),
+              PART_W,
+              PART_H,
+            )
+          : await scoreAlone(raw, region);
       expect(got.defect, region.id).toBe(want.defect);
       expect(
         got.classification!.map((c) => c.label),
@@ -174,16 +190,7 @@ describe('board layouts', () => {
       const board = a.json as BoardAnswer;
       expect(board.regions.map((r) => r.id)).toEqual(grid.map((r) => r.id));
       for (const [k, region] of grid.entries()) {
-        const crop = await sharp(raw, { raw: { width: BW, height: BH, channels: 3 } })
-          .extract({ left: region.x, top: region.y, width: region.width, height: region.height })
-          .raw()
-          .toBuffer();
-        const alone = await postFrame(
-          `${daemon.url}/v1/score`,
-          await encodeFrame(crop, region.width, region.height, 3, 'png'),
-          'image/png',
-        );
-        const want = alone.json as V1;
+        const want = await scoreAlone(raw, region);
         const got = board.regions[k]!;
         expect(got.label, region.id).toBe(want.classification[0]!.label);
         got.classification!.forEach((c, i) => close(c.score, want.classification[i]!.score));

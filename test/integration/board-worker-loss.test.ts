@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import sharp from 'sharp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scoreBoard } from '../../src/scoring/board.js';
 import type { InferenceWorker } from '../../src/scoring/inference-worker.js';
 import { ModelRuntime } from '../../src/scoring/model-runtime.js';
@@ -21,7 +21,17 @@ import { writeModelDir } from '../helpers/onnx-builder.js';
 
 let dir: string | undefined;
 let runtime: ModelRuntime | undefined;
+/** Rejections nobody handled while a test ran; each test ends expecting none. */
+const unhandled: unknown[] = [];
+const onUnhandled = (err: unknown): void => {
+  unhandled.push(err);
+};
+beforeEach(() => {
+  unhandled.length = 0;
+  process.on('unhandledRejection', onUnhandled);
+});
 afterEach(async () => {
+  process.off('unhandledRejection', onUnhandled);
   await runtime?.close();
   runtime = undefined;
   if (dir) await rm(dir, { recursive: true, force: true });
@@ -75,53 +85,35 @@ async function setUp(workers: number) {
 
 describe('a board and the loss of an inference worker', () => {
   it('scores the same board the same way after a worker thread ended, and after its replacement', async () => {
-    const unhandled: unknown[] = [];
-    const onUnhandled = (err: unknown): void => {
-      unhandled.push(err);
-    };
-    process.on('unhandledRejection', onUnhandled);
-    try {
-      const { score, workersOf } = await setUp(2);
-      const before = await score();
-      expect(new Set(before.map((p) => JSON.stringify(p))).size).toBeGreaterThan(10);
+    const { score, workersOf } = await setUp(2);
+    const before = await score();
+    expect(new Set(before.map((p) => JSON.stringify(p))).size).toBeGreaterThan(10);
 
-      // End worker 0's thread while it is idle, as a crash would.
-      const workers = workersOf();
-      const lost = workers[0]!;
-      await lost.close();
-      expect(lost.dead).toBe(true);
+    // End worker 0's thread while it is idle, as a crash would.
+    const workers = workersOf();
+    const lost = workers[0]!;
+    await lost.close();
+    expect(lost.dead).toBe(true);
 
-      expect(await score()).toEqual(before);
-      // The replacement took the dead worker's place and the board still answers the same.
-      await expect.poll(() => workers[0] !== lost, { timeout: 10_000 }).toBe(true);
-      expect(await score()).toEqual(before);
-      expect(unhandled).toEqual([]);
-    } finally {
-      process.off('unhandledRejection', onUnhandled);
-    }
+    expect(await score()).toEqual(before);
+    // The replacement took the dead worker's place and the board still answers the same.
+    await expect.poll(() => workers[0] !== lost, { timeout: 10_000 }).toBe(true);
+    expect(await score()).toEqual(before);
+    expect(unhandled).toEqual([]);
   });
 
   it('with its only worker gone, a board fails with a code, never as an unhandled rejection, and the next one scores', async () => {
-    const unhandled: unknown[] = [];
-    const onUnhandled = (err: unknown): void => {
-      unhandled.push(err);
-    };
-    process.on('unhandledRejection', onUnhandled);
-    try {
-      const { score, workersOf } = await setUp(1);
-      const before = await score();
-      const lost = workersOf()[0]!;
-      await lost.close();
-      // Its chunks come back to the event loop, which cuts while the first batches fail on the dead
-      // worker: the regions' rejections arrive before the board awaits them.
-      await expect(score()).rejects.toMatchObject({ code: 'EDGE_ERR_INFERENCE_FAILED' });
-      await expect.poll(() => workersOf()[0] !== lost, { timeout: 10_000 }).toBe(true);
-      await expect
-        .poll(async () => JSON.stringify(await score().catch(() => null)), { timeout: 10_000 })
-        .toBe(JSON.stringify(before));
-      expect(unhandled).toEqual([]);
-    } finally {
-      process.off('unhandledRejection', onUnhandled);
-    }
+    const { score, workersOf } = await setUp(1);
+    const before = await score();
+    const lost = workersOf()[0]!;
+    await lost.close();
+    // Its chunks come back to the event loop, which cuts while the first batches fail on the dead
+    // worker: the regions' rejections arrive before the board awaits them.
+    await expect(score()).rejects.toMatchObject({ code: 'EDGE_ERR_INFERENCE_FAILED' });
+    await expect.poll(() => workersOf()[0] !== lost, { timeout: 10_000 }).toBe(true);
+    await expect
+      .poll(async () => JSON.stringify(await score().catch(() => null)), { timeout: 10_000 })
+      .toBe(JSON.stringify(before));
+    expect(unhandled).toEqual([]);
   });
 });

@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { CaptureMessage } from '../../src/capture/service.js';
 import { ACCOUNT_KEY, BlobProxy, startAzurite, type Azurite } from '../helpers/azurite.js';
 import { jpegFrame } from '../helpers/captures.js';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
@@ -30,16 +31,6 @@ afterEach(async () => {
   hub = undefined;
   await proxy?.close();
 });
-
-interface CaptureMessageBody {
-  id: string;
-  frameId: string;
-  cameraId: string | null;
-  reason: string;
-  model: { name: string; version: string };
-  blob: string | null;
-  at: string;
-}
 
 describe('capture through IoT Hub', () => {
   it('the twin turns capture on; each capture is announced on `captures`, uploaded, and counted in reported `capture`', async () => {
@@ -82,7 +73,7 @@ describe('capture through IoT Hub', () => {
     }
 
     const msgs = await h.waitForMessages((m) => m.output === 'captures', 20_000, 3);
-    const bodies = msgs.map((m) => JSON.parse(m.body.toString('utf8')) as CaptureMessageBody);
+    const bodies = msgs.map((m) => JSON.parse(m.body.toString('utf8')) as CaptureMessage);
     expect(bodies.map((b) => b.frameId).sort()).toEqual(['fr-a1', 'fr-a2', 'fr-b1']);
     const listed = (await request(`${d.url}/v1/captures?limit=10`)).json as {
       items: { id: string; frameId: string }[];

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { freePort, MAIN, spawnDaemon, killIfRunning, type ChildDaemon } from '../helpers/child-daemon.js';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
-import { encodeFrame, solidFrame } from '../helpers/frames.js';
+import { encodeFrame, rng, solidFrame } from '../helpers/frames.js';
 import { metricValue, postFrame, request, scrape } from '../helpers/http.js';
 import { startIotHubEmulator, type IotHubEmulator } from '../helpers/iothub-emulator.js';
 import { desiredModel, versionedModel, waitFor } from '../helpers/lifecycle.js';
@@ -628,24 +628,12 @@ describe('model download faults', () => {
 });
 
 describe('SIGKILL during download and swap', () => {
-  /** mulberry32: a small seeded PRNG, so a failing sequence of kill delays can be replayed. */
-  function prng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-    };
-  }
-
   it('killed at random points of ≥ 20 model changes, the built daemon always restarts on a complete last known good model', async () => {
     expect(existsSync(MAIN), `${MAIN} is missing: run npm run build first`).toBe(true);
     const seed = Number(process.env.FAULTS_SEED ?? Date.now() % 2 ** 31);
     const iterations = Number(process.env.FAULTS_KILL_ITERATIONS ?? 20);
     console.log(`SIGKILL test: seed ${seed} (replay with FAULTS_SEED=${seed}), ${iterations} iterations`);
-    const random = prng(seed);
+    const random = rng(seed);
 
     const dir = await tempDir('edge-scorer-kill-');
     const data = path.join(dir, 'data');

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterEach, expect, it } from 'vitest';
 import { freePort, killIfRunning, MAIN, spawnDaemon, type ChildDaemon } from '../helpers/child-daemon.js';
 import { defaultTestModel } from '../helpers/daemon.js';
-import { encodeFrame, solidFrame } from '../helpers/frames.js';
+import { encodeFrame, rng, solidFrame } from '../helpers/frames.js';
 import { metricValue, postFrame, scrape } from '../helpers/http.js';
 import { startIotHubEmulator, type IotHubEmulator } from '../helpers/iothub-emulator.js';
 import { waitFor } from '../helpers/lifecycle.js';
@@ -37,18 +37,6 @@ afterEach(async () => {
   await hub?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
-
-/** mulberry32: a small seeded PRNG, so a failing sequence of kill delays can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Cameras: `clients` loops posting defect frames with unique ids; records when each was answered. */
 class Load {
@@ -139,7 +127,7 @@ it('killed 20 times at random moments under load while IoT Hub is unreachable: e
   const seed = Number(process.env.JOURNAL_SEED ?? Date.now() % 2 ** 31);
   const iterations = Number(process.env.JOURNAL_KILL_ITERATIONS ?? 20);
   console.log(`journal SIGKILL test: seed ${seed} (replay with JOURNAL_SEED=${seed}), ${iterations} kills`);
-  const random = prng(seed);
+  const random = rng(seed);
   const { env, data, port } = await setup();
   const answered = new Map<string, number>();
   /** Ids answered more than LOSS_WINDOW_MS before the kill that followed them. */
