@@ -176,9 +176,11 @@ function acceptable(section: string, field: string, v: unknown): boolean {
   const num = (lo: number, hi: number): boolean => typeof v === 'number' && v >= lo && v <= hi;
   const key = `${section}.${field}`;
   switch (key) {
+    case 'model.input':
     case 'model.output':
-      // Every output field is optional with a documented default (README, "Models"), so
-      // an empty object is a valid output spec; an object with an unknown key is not.
+      // Every input and output field is optional (the twin's block is laid over model.json, the
+      // ONNX metadata and the documented defaults; README, "Models"), so an empty object is a
+      // valid input or output spec; an object with an unknown key is not.
       return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
     case 'model.input.scale':
       return typeof v === 'number';
