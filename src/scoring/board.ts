@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import type { ModelRuntime } from './model-runtime.js';
+import type { CutJob, InferredFrame, ModelRuntime } from './model-runtime.js';
 import type { FramePrediction } from './prediction.js';
 import type { FrameInput, PreprocessLimits } from './preprocess.js';
 import {
@@ -11,11 +11,11 @@ import {
   decodeBoard,
   prepareRegion,
   preparedRegion,
+  regionGeometry,
   type PreparedRegion,
   type Region,
 } from './regions.js';
 import { regionTensor } from './tensor.js';
-import type { CutRequest } from './worker-protocol.js';
 
 /** One region's answer: its prediction with detection boxes in board pixels. */
 export interface RegionResult {
@@ -41,13 +41,11 @@ export interface BoardResult {
 const SHARP_CONCURRENCY = 16;
 
 /**
- * When the event loop cuts (no worker to share the board with, or chunks a dead worker handed
- * back), it yields after this long, so other requests are served and finished batches come back.
+ * When the event loop cuts, it yields after this long, so other requests are served and a
+ * worker's finished batch is answered and the worker given its next one without waiting behind
+ * the cuts (4 ms left a single worker idle a third of a board; bench/README.md, "Board layouts").
  */
-const CUT_SLICE_MS = 4;
-
-/** Upright regions go to a cutter in chunks of this many (one message to a worker each). */
-const CHUNK = 8;
+const CUT_SLICE_MS = 1;
 
 /** Boards with fewer upright regions are cut on the event loop: sharing costs a copy. */
 const SHARE_MIN_REGIONS = 16;
@@ -90,7 +88,7 @@ export async function scoreBoard(
     throw err;
   }
   const spec = runtime.manifest.input;
-  const results = new Array<Promise<RegionResult>>(n);
+  const results = new Array<Promise<RegionResult> | undefined>(n);
   let preprocessMs = 0;
   let failure: Error | undefined;
   const fail = (err: unknown): void => {
@@ -101,14 +99,7 @@ export async function scoreBoard(
     preprocessMs += prepared.preprocessMs;
     metrics.preprocessDuration.observe(prepared.preprocessMs / 1000);
     waiting--;
-    const result = runtime.submit(prepared).then((r) => ({
-      id: region.id,
-      ...(region.ref !== undefined ? { ref: region.ref } : {}),
-      ...(region.type !== undefined ? { type: region.type } : {}),
-      prediction: onBoard(r.prediction, region),
-      inferenceMs: r.inferenceMs,
-      batchSize: r.batchSize,
-    }));
+    const result = runtime.submit(prepared).then((r) => regionResult(region, r));
     // Awaited once every region is cut; a batch that fails before then must not count as an
     // unhandled rejection meanwhile (the process treats those as fatal).
     result.catch(() => undefined);
@@ -131,49 +122,13 @@ export async function scoreBoard(
     }
   };
 
+  // Upright regions, in jobs of a batch each: with a shared board, queued on the runtime for its
+  // workers to cut and infer; beside a single worker, or for a small board, the event loop takes
+  // the jobs no worker has started and cuts them itself.
+  const size = runtime.cutBatchSize;
   const chunks: number[][] = [];
-  for (let k = 0; k < inPlace.length; k += CHUNK) chunks.push(inPlace.slice(k, k + CHUNK));
-  const loopCutter = async (): Promise<void> => {
-    let sliceStart = performance.now();
-    while (chunks.length > 0 && failure === undefined) {
-      if (performance.now() - sliceStart > CUT_SLICE_MS) {
-        await new Promise(setImmediate);
-        sliceStart = performance.now();
-        continue;
-      }
-      for (const i of chunks.shift()!) {
-        const started = performance.now();
-        try {
-          const data = regionTensor(board, regions[i]!, spec)!;
-          submit(i, preparedRegion(regions[i]!, spec, data, performance.now() - started));
-        } catch (err) {
-          fail(err);
-        }
-      }
-    }
-  };
-  const workerCutter = async (w: number, shared: CutRequest['board']): Promise<void> => {
-    while (chunks.length > 0 && failure === undefined) {
-      const chunk = chunks.shift()!;
-      const started = performance.now();
-      let tensors;
-      try {
-        tensors = await runtime.cutOn(
-          w,
-          shared,
-          chunk.map((i) => regions[i]!),
-        );
-      } catch {
-        // A worker that cannot cut (it died) leaves its chunk to the event loop.
-        chunks.unshift(chunk);
-        return;
-      }
-      // The round trip, queueing behind a batch on that worker included, shared by the chunk.
-      const each = (performance.now() - started) / chunk.length;
-      chunk.forEach((i, k) => submit(i, preparedRegion(regions[i]!, spec, tensors[k]!, each)));
-    }
-  };
-  const cutters: Promise<void>[] = [];
+  for (let k = 0; k < inPlace.length; k += size) chunks.push(inPlace.slice(k, k + size));
+  const jobs = new Map<number[], CutJob>();
   if (inPlace.length >= SHARE_MIN_REGIONS && runtime.workerCount > 0) {
     const data = new SharedArrayBuffer(board.data.length);
     new Uint8Array(data).set(board.data);
@@ -184,23 +139,88 @@ export async function scoreBoard(
       channels: board.channels,
       order: board.order,
     };
-    for (let w = 0; w < runtime.workerCount; w++) cutters.push(workerCutter(w, shared));
+    for (const chunk of chunks) {
+      const rs = chunk.map((i) => regions[i]!);
+      const job = runtime.submitCut(
+        shared,
+        rs,
+        rs.map((r) => regionGeometry(r, spec)),
+      );
+      jobs.set(chunk, job);
+      waiting -= chunk.length;
+      chunk.forEach((i, k) => {
+        const region = regions[i]!;
+        const result = job.result.then((answers) => {
+          const a = answers[k]!;
+          preprocessMs += a.preprocessMs;
+          metrics.preprocessDuration.observe(a.preprocessMs / 1000);
+          return regionResult(region, a);
+        });
+        result.catch(() => undefined);
+        results[i] = result;
+      });
+    }
   }
+  const loopCutter = async (): Promise<void> => {
+    let sliceStart = performance.now();
+    const turn = async (): Promise<void> => {
+      if (performance.now() - sliceStart < CUT_SLICE_MS) return;
+      await new Promise(setImmediate);
+      sliceStart = performance.now();
+    };
+    for (const chunk of chunks) {
+      if (failure !== undefined) return;
+      await turn();
+      const job = jobs.get(chunk);
+      if (job) {
+        // A job no worker has started: cut here, straight into its batch tensor.
+        const batch = runtime.claim(job);
+        if (!batch) continue;
+        const started = performance.now();
+        try {
+          for (const [index, i] of chunk.entries()) {
+            await turn();
+            regionTensor(board, regions[i]!, spec, { batch, index });
+          }
+        } catch (err) {
+          runtime.cutFailed(job, err instanceof Error ? err : new Error(String(err)));
+          continue;
+        }
+        runtime.cutDone(job, batch, performance.now() - started);
+        continue;
+      }
+      for (const i of chunk) {
+        await turn();
+        const started = performance.now();
+        try {
+          const data = regionTensor(board, regions[i]!, spec)!;
+          submit(i, preparedRegion(regions[i]!, spec, data, performance.now() - started));
+        } catch (err) {
+          fail(err);
+        }
+      }
+    }
+  };
+  const cutters: Promise<void>[] = [];
   // With two or more workers the event loop leaves the cutting to them: it also dispatches the
   // batches, takes their answers and serves other requests, and cutting beside that made boards
   // slower; beside a single worker it pays (both measured, bench/README.md, "Board layouts").
-  if (cutters.length < 2) cutters.push(loopCutter());
+  if (jobs.size === 0 || runtime.workerCount < 2) cutters.push(loopCutter());
   for (let k = 0; k < Math.min(SHARP_CONCURRENCY, bySharp.length); k++) cutters.push(sharpCutter());
   await Promise.all(cutters);
-  // Chunks handed back by a worker that stopped after the event loop's share was done.
-  if (chunks.length > 0) await loopCutter();
   if (failure !== undefined) {
+    // Jobs no worker has started are dropped with the board.
+    for (const [chunk, job] of jobs) {
+      if (!runtime.takeBack(job)) continue;
+      waiting += chunk.length;
+      for (const i of chunk) results[i] = undefined;
+    }
     cancelRest();
     // Regions already submitted finish on the runtime; their answers are dropped with the request.
-    await Promise.allSettled(results.filter(Boolean));
+    await Promise.allSettled(results.filter((r): r is Promise<RegionResult> => r !== undefined));
     throw failure;
   }
-  const done = await Promise.all(results);
+  const done = await Promise.all(results as Promise<RegionResult>[]);
   const defective = done.filter((r) => r.prediction.defect).map((r) => r.id);
   return {
     width: board.width,
@@ -213,6 +233,17 @@ export async function scoreBoard(
       preprocessMs,
       inferenceMs: Math.max(0, ...done.map((r) => r.inferenceMs)),
     },
+  };
+}
+
+function regionResult(region: Region, r: InferredFrame): RegionResult {
+  return {
+    id: region.id,
+    ...(region.ref !== undefined ? { ref: region.ref } : {}),
+    ...(region.type !== undefined ? { type: region.type } : {}),
+    prediction: onBoard(r.prediction, region),
+    inferenceMs: r.inferenceMs,
+    batchSize: r.batchSize,
   };
 }
 

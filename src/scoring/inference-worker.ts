@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { EdgeError, ErrorCodes, deserializeError } from '../errors.js';
 import type { ModelManifest } from './manifest.js';
 import type {
-  CutRequest,
+  CutRunRequest,
   LoadRequest,
   LoadedModel,
   RunRequest,
@@ -89,12 +89,12 @@ export class InferenceWorker {
     return reply;
   }
 
-  /** Cuts upright regions of a shared board into tensors on this worker's thread. */
-  async cut(req: Omit<CutRequest, 'type' | 'id'>): Promise<ArrayBuffer[]> {
-    const reply = await this.request({ type: 'cut', id: this.nextId++, ...req });
-    if (reply.type !== 'cut')
+  /** Cuts upright regions of a shared board into one batch on this worker's thread and runs it. */
+  async cutRun(req: Omit<CutRunRequest, 'type' | 'id'>): Promise<Extract<WorkerReply, { type: 'result' }>> {
+    const reply = await this.request({ type: 'cutRun', id: this.nextId++, ...req });
+    if (reply.type !== 'result')
       throw new EdgeError(ErrorCodes.INTERNAL, `unexpected worker reply ${reply.type}`);
-    return reply.tensors;
+    return reply;
   }
 
   /** Releases the session and ends the thread; safe to call on a dead worker. */

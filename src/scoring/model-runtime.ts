@@ -1,55 +1,24 @@
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import type { Logger } from 'pino';
 import type { ScoringSettings } from '../config.js';
 import { EdgeError, ErrorCodes, isEdgeError } from '../errors.js';
-import type { Metrics } from '../telemetry/metrics.js';
 import { InferenceWorker } from './inference-worker.js';
-import type { ModelManifest, PartialManifest } from './manifest.js';
-import { checkModel, readModelFile, type ModelFile } from './model-loader.js';
+import type { ModelManifest } from './manifest.js';
 import type { FramePrediction } from './prediction.js';
 import type { PreparedFrame } from './preprocess.js';
+import type { FrameGeometry } from './geometry.js';
 import { blankFrame, type InputTensorData, type UprightRegion } from './tensor.js';
-import type { CutRequest, LoadedModel, ProviderAttempt, ValueInfo } from './worker-protocol.js';
+import type { SharedBoard, WorkerReply } from './worker-protocol.js';
+import {
+  checkWarmupOutput,
+  loadRuntime,
+  workerLoadOptions,
+  type ModelInfo,
+  type RuntimeOptions,
+  type RuntimeRole,
+} from './runtime-load.js';
 
-/**
- * What a runtime is for: `active` answers the line; `candidate` scores a share of frames off the
- * answer path for a shadow trial. A runtime keeps its role for life; a promotion loads the model
- * again as `active` through the normal swap.
- */
-export type RuntimeRole = 'active' | 'candidate';
-
-export interface RuntimeOptions {
-  modelPath: string;
-  role: RuntimeRole;
-  /** Aborting it stops a load in progress: the workers are terminated and load() throws CANCELLED. */
-  signal?: AbortSignal;
-  /** Manifest fields that take precedence over model.json and the ONNX metadata (the twin's). */
-  manifest?: PartialManifest;
-  settings: ScoringSettings;
-  warmupRuns: number;
-  deviceId?: number;
-  logger: Logger;
-  metrics: Metrics;
-  /** Told when loading ends and warm-up begins (for the twin's reported status). */
-  onPhase?: (phase: 'loading' | 'warming') => void;
-}
-
-/** Everything GET /v1/model and the twin report about a loaded model. */
-export interface ModelInfo {
-  manifest: ModelManifest;
-  sha256: string;
-  sizeBytes: number;
-  modelPath: string;
-  executionProvider: string;
-  providerAttempts: ProviderAttempt[];
-  inputs: ValueInfo[];
-  outputs: ValueInfo[];
-  dynamicBatch: boolean;
-  maxBatchSize: number;
-  loadedAt: string;
-  loadMs: number;
-}
+export type { ModelInfo, RuntimeOptions, RuntimeRole };
 
 /** One frame's share of an inference batch. */
 export interface InferredFrame {
@@ -69,6 +38,31 @@ interface Item {
 }
 
 /**
+ * Upright regions of a shared board, queued to be cut and inferred as one batch by whichever worker
+ * is free next (`submitCut`); the event loop may cut it itself instead (`claim`).
+ */
+export interface CutJob {
+  readonly board: SharedBoard;
+  readonly regions: UprightRegion[];
+  readonly geometries: FrameGeometry[];
+  readonly enqueuedAt: number;
+  /** Each region's answer, in order, with its share of the cut (`preprocessMs`). */
+  readonly result: Promise<(InferredFrame & { preprocessMs: number })[]>;
+}
+
+interface QueuedCut extends CutJob {
+  resolve: (r: (InferredFrame & { preprocessMs: number })[]) => void;
+  reject: (e: Error) => void;
+  /** Set once the job went back to the queue because its worker died under it. */
+  retried: boolean;
+  /** The batch tensor, once the event loop cut the job itself (`cutHere`), and what that took. */
+  cut?: { batch: number; data: ArrayBuffer; ms: number };
+}
+
+/** Regions in one cut job at most: enough to batch well, few enough to share a board's tail. */
+const CUT_BATCH = 16;
+
+/**
  * One loaded model: its inference workers (one onnxruntime session each), the queue of frames
  * waiting for them and the batcher. The engine holds the active runtime and swaps runtimes; a
  * runtime never changes model or settings.
@@ -82,6 +76,9 @@ interface Item {
  */
 export class ModelRuntime {
   private readonly pending: Item[] = [];
+  private readonly cuts: QueuedCut[] = [];
+  /** Regions in `cuts`. */
+  private cutRegions = 0;
   private readonly idle: InferenceWorker[] = [];
   private readonly workers: InferenceWorker[];
   private readonly frameSize: number;
@@ -129,7 +126,7 @@ export class ModelRuntime {
 
   /** Frames admitted (decoding or waiting) and not yet handed to a worker. */
   get depth(): number {
-    return this.admitted + this.pending.length;
+    return this.admitted + this.pending.length + this.cutRegions;
   }
 
   /** Whether a frame waits for this runtime or every one of its workers is running a batch. */
@@ -147,82 +144,12 @@ export class ModelRuntime {
    * Loads, checks and warms a model. Any failure releases whatever was started and throws an
    * EdgeError with the failing step's code; the caller keeps its current model.
    */
-  static async load(opts: RuntimeOptions): Promise<ModelRuntime> {
-    const started = performance.now();
-    const { settings, metrics, logger } = opts;
-    const workers: InferenceWorker[] = [];
-    const abort = (): void => {
-      for (const w of workers) void w.close();
-    };
-    opts.signal?.addEventListener('abort', abort, { once: true });
-    const cancelled = (): void => {
-      if (opts.signal?.aborted) throw new EdgeError(ErrorCodes.CANCELLED, 'model load cancelled');
-    };
-    try {
-      cancelled();
-      opts.onPhase?.('loading');
-      const file = await readModelFile(opts.modelPath);
-      const loadOpts = {
-        modelPath: opts.modelPath,
-        providers: [...settings.executionProviders],
-        deviceId: opts.deviceId ?? 0,
-        intraOpThreads: settings.intraOpThreads,
-        spinning: settings.intraOpSpinning,
-      };
-      const first = new InferenceWorker(`${opts.role}-inference-0`);
-      workers.push(first);
-      const loaded = await first.load(loadOpts);
-      cancelled();
-      const checked = checkModel(file, opts.manifest, loaded.inputs, loaded.outputs);
-      for (let i = 1; i < settings.workers; i++) {
-        workers.push(new InferenceWorker(`${opts.role}-inference-${i}`));
-      }
-      await Promise.all(workers.slice(1).map((w) => w.load(loadOpts)));
-      await Promise.all(workers.map((w) => w.configure(checked.manifest)));
-      const info = runtimeInfo(file, loaded, checked, settings, started);
-      const runtime = new ModelRuntime(info, opts, workers, checked.frameDims);
-      cancelled();
-      opts.onPhase?.('warming');
-      await runtime.warmUp(opts.warmupRuns);
-      cancelled();
-      info.loadMs = performance.now() - started;
-      metrics.modelLoads.inc({ outcome: 'success' });
-      metrics.modelLoadDuration.observe(info.loadMs / 1000);
-      for (const a of loaded.attempts.filter((x) => !x.ok)) {
-        logger.warn(
-          { component: 'engine', provider: a.provider, reason: a.error },
-          'execution provider unavailable, falling back',
-        );
-      }
-      logger.info(
-        {
-          component: 'engine',
-          role: opts.role,
-          modelName: info.manifest.name,
-          modelVersion: info.manifest.version,
-          provider: info.executionProvider,
-          workers: workers.length,
-          durationMs: Math.round(info.loadMs),
-        },
-        'model loaded and warmed',
-      );
-      return runtime;
-    } catch (err) {
-      await Promise.all(workers.map((w) => w.close()));
-      const e = opts.signal?.aborted
-        ? new EdgeError(ErrorCodes.CANCELLED, 'model load cancelled')
-        : isEdgeError(err)
-          ? err
-          : new EdgeError(ErrorCodes.MODEL_LOAD_FAILED, err instanceof Error ? err.message : String(err));
-      if (e.code !== ErrorCodes.CANCELLED) metrics.modelLoads.inc({ outcome: e.code });
-      throw e;
-    } finally {
-      opts.signal?.removeEventListener('abort', abort);
-    }
+  static load(opts: RuntimeOptions): Promise<ModelRuntime> {
+    return loadRuntime(opts, (info, workers, frameDims) => new ModelRuntime(info, opts, workers, frameDims));
   }
 
-  /** Runs blank frames through every worker at batch 1 and at the largest batch. */
-  private async warmUp(runs: number): Promise<void> {
+  /** Runs blank frames through every worker at batch 1 and at the largest batch (for `load`). */
+  async warmUp(runs: number): Promise<void> {
     const spec = this.manifest.input;
     const geometry = {
       frameWidth: spec.width,
@@ -263,21 +190,75 @@ export class ModelRuntime {
     return this.workers.length;
   }
 
+  /** Regions one cut job should hold: a full batch, up to CUT_BATCH. */
+  get cutBatchSize(): number {
+    return Math.min(CUT_BATCH, this.info.maxBatchSize);
+  }
+
   /**
-   * Cuts upright regions of a shared board into tensors on worker `index`'s thread, beside the
-   * event loop (a cut sent while that worker runs a batch waits for it). Fails if the worker died.
+   * Queues admitted upright regions of a shared board to be cut into one batch and inferred by the
+   * next free worker, so their tensors never cross threads (docs/architecture.md, "The path of a
+   * frame"). At most `cutBatchSize` regions.
    */
-  async cutOn(
-    index: number,
-    board: CutRequest['board'],
-    regions: UprightRegion[],
-  ): Promise<InputTensorData[]> {
-    const worker = this.workers[index];
-    if (!worker || worker.dead)
-      throw new EdgeError(ErrorCodes.INFERENCE_FAILED, `worker ${index} is not running`);
-    const spec = this.manifest.input;
-    const buffers = await worker.cut({ board, spec, regions });
-    return buffers.map((b) => (spec.dtype === 'float32' ? new Float32Array(b) : new Uint8Array(b)));
+  submitCut(board: SharedBoard, regions: UprightRegion[], geometries: FrameGeometry[]): CutJob {
+    let settle!: Pick<QueuedCut, 'resolve' | 'reject'>;
+    const result = new Promise<(InferredFrame & { preprocessMs: number })[]>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    const job: QueuedCut = {
+      board,
+      regions,
+      geometries,
+      enqueuedAt: performance.now(),
+      result,
+      ...settle,
+      retried: false,
+    };
+    this.admitted -= regions.length;
+    this.cutRegions += regions.length;
+    this.cuts.push(job);
+    this.pump();
+    return job;
+  }
+
+  /**
+   * Claims a queued job no worker has started, for the caller to cut on its own thread into the
+   * batch tensor returned (then `cutDone`, or `cutFailed`); undefined when a worker has it already.
+   */
+  claim(job: CutJob): InputTensorData | undefined {
+    const at = this.cuts.indexOf(job as QueuedCut);
+    if (at < 0) return undefined;
+    this.cuts.splice(at, 1);
+    const size = this.batchFor(job.regions.length) * this.frameSize;
+    return this.manifest.input.dtype === 'float32' ? new Float32Array(size) : new Uint8Array(size);
+  }
+
+  /** A claimed job is cut: it goes to the head of the queue, its regions being ready to infer. */
+  cutDone(job: CutJob, batch: InputTensorData, ms: number): void {
+    const queued = job as QueuedCut;
+    queued.cut = { batch: this.batchFor(job.regions.length), data: batch.buffer as ArrayBuffer, ms };
+    this.cuts.unshift(queued);
+    this.pump();
+  }
+
+  /** A claimed job could not be cut: it fails with that error. */
+  cutFailed(job: CutJob, err: Error): void {
+    this.cutRegions -= job.regions.length;
+    (job as QueuedCut).reject(err);
+    this.pump();
+  }
+
+  /**
+   * Takes a cut job nobody has started out of the queue for good (its board failed): its regions
+   * count as admitted again, for the caller to cancel. False when a worker has it already.
+   */
+  takeBack(job: CutJob): boolean {
+    const at = this.cuts.indexOf(job as QueuedCut);
+    if (at < 0) return false;
+    this.cuts.splice(at, 1);
+    this.cutRegions -= job.regions.length;
+    this.admitted += job.regions.length;
+    return true;
   }
 
   /** Marks a frame as admitted: it counts against the queue while it is being decoded. */
@@ -301,18 +282,28 @@ export class ModelRuntime {
   }
 
   private pump(): void {
-    while (this.idle.length > 0 && this.pending.length > 0) {
+    while (this.idle.length > 0 && (this.pending.length > 0 || this.cuts.length > 0)) {
       const max = this.info.maxBatchSize;
-      const oldest = this.pending[0]!.enqueuedAt;
-      const waited = performance.now() - oldest;
-      const delay = this.opts.settings.maxBatchDelayMs;
-      const full = this.pending.length >= max;
-      if (!full && this.admitted > 0 && waited < delay && max > 1) {
-        this.timer ??= setTimeout(() => {
-          this.timer = undefined;
-          this.pump();
-        }, delay - waited);
-        return;
+      // Frames and cut jobs are served oldest first.
+      let frameFirst =
+        this.pending.length > 0 &&
+        (this.cuts.length === 0 || this.pending[0]!.enqueuedAt <= this.cuts[0]!.enqueuedAt);
+      if (frameFirst) {
+        const oldest = this.pending[0]!.enqueuedAt;
+        const waited = performance.now() - oldest;
+        const delay = this.opts.settings.maxBatchDelayMs;
+        const full = this.pending.length >= max;
+        if (!full && this.admitted > 0 && waited < delay && max > 1) {
+          // The batch may still fill: a cut job goes meanwhile, if one waits.
+          if (this.cuts.length > 0) frameFirst = false;
+          else {
+            this.timer ??= setTimeout(() => {
+              this.timer = undefined;
+              this.pump();
+            }, delay - waited);
+            return;
+          }
+        }
       }
       if (this.timer) {
         clearTimeout(this.timer);
@@ -326,16 +317,21 @@ export class ModelRuntime {
         this.replace(worker);
         continue;
       }
-      const items = this.pending.splice(0, max);
-      this.dispatch(worker, items);
+      if (frameFirst) this.dispatch(worker, this.pending.splice(0, max));
+      else this.dispatchCut(worker, this.cuts.shift()!);
     }
     if (this.role === 'active') this.opts.metrics.queueDepth.set(this.depth);
     this.opts.metrics.runtimeQueueDepth.set({ role: this.role }, this.depth);
   }
 
+  /** Frames a batch of `n` carries: `n`, or the static batch size it is zero-padded to. */
+  private batchFor(n: number): number {
+    return this.info.dynamicBatch ? n : this.info.maxBatchSize;
+  }
+
   /** Copies frames into one batch tensor, zero-padded to a static batch size. */
   private assemble(frames: InputTensorData[]): { batch: number; data: ArrayBuffer } {
-    const batch = this.info.dynamicBatch ? frames.length : this.info.maxBatchSize;
+    const batch = this.batchFor(frames.length);
     const float = this.manifest.input.dtype === 'float32';
     const out = float ? new Float32Array(batch * this.frameSize) : new Uint8Array(batch * this.frameSize);
     frames.forEach((f, i) => out.set(f, i * this.frameSize));
@@ -343,18 +339,74 @@ export class ModelRuntime {
   }
 
   private dispatch(worker: InferenceWorker, items: Item[]): void {
-    const now = performance.now();
     const { batch, data } = this.assemble(items.map((i) => i.data));
+    const geometries = items.map((i) => i.frame.geometry);
+    this.runOn(
+      worker,
+      items.map((i) => i.enqueuedAt),
+      () => worker.run({ batch, dims: this.frameDims, data, geometries }),
+      (answers) => items.forEach((it, i) => it.resolve(answers[i]!)),
+      (e) => {
+        for (const it of items) it.reject(e);
+      },
+    );
+  }
+
+  private dispatchCut(worker: InferenceWorker, job: QueuedCut): void {
+    const n = job.regions.length;
+    this.cutRegions -= n;
+    const { cut } = job;
+    this.runOn(
+      worker,
+      job.regions.map(() => job.enqueuedAt),
+      () =>
+        cut
+          ? worker.run({ batch: cut.batch, dims: this.frameDims, data: cut.data, geometries: job.geometries })
+          : worker.cutRun({
+              board: job.board,
+              spec: this.manifest.input,
+              regions: job.regions,
+              batch: this.batchFor(n),
+              dims: this.frameDims,
+              geometries: job.geometries,
+            }),
+      (answers, res) =>
+        job.resolve(answers.map((a) => ({ ...a, preprocessMs: (cut?.ms ?? res.cutMs ?? 0) / n }))),
+      (e) => {
+        // A batch cut here was transferred to the worker and is gone with it.
+        if (worker.dead && !cut && !job.retried && !this.closing && this.workers.some((w) => !w.dead)) {
+          // Its worker died under it: the job is whole again (the board is shared, nothing was
+          // consumed), so it goes back to the head of the queue, once.
+          job.retried = true;
+          this.cutRegions += n;
+          this.cuts.unshift(job);
+        } else job.reject(e);
+      },
+    );
+  }
+
+  /**
+   * Runs one batch on a worker: counts it, hands each frame its share of the answer (or the
+   * error), then returns the worker to the pool, or replaces it if its thread died.
+   */
+  private runOn(
+    worker: InferenceWorker,
+    enqueuedAt: number[],
+    start: () => Promise<Extract<WorkerReply, { type: 'result' }>>,
+    done: (answers: InferredFrame[], res: Extract<WorkerReply, { type: 'result' }>) => void,
+    failed: (e: EdgeError) => void,
+  ): void {
+    const now = performance.now();
     const { metrics } = this.opts;
+    const frames = enqueuedAt.length;
     this.inFlight++;
     const role = { role: this.role };
     const answering = this.role === 'active';
     if (answering) {
-      metrics.batchSize.observe(items.length);
-      for (const it of items) metrics.queueDuration.observe((now - it.enqueuedAt) / 1000);
+      metrics.batchSize.observe(frames);
+      for (const t of enqueuedAt) metrics.queueDuration.observe((now - t) / 1000);
     }
-    worker
-      .run({ batch, dims: this.frameDims, data, geometries: items.map((i) => i.frame.geometry) })
+    start()
       .then(
         (res) => {
           if (answering) {
@@ -362,22 +414,20 @@ export class ModelRuntime {
             metrics.postprocessDuration.observe(res.postprocessMs / 1000);
           }
           metrics.runtimeInferenceDuration.observe(role, res.inferenceMs / 1000);
-          metrics.runtimeFrames.inc(role, items.length);
-          this.msPerFrame = 0.8 * this.msPerFrame + (0.2 * res.inferenceMs) / items.length;
-          items.forEach((it, i) => {
-            it.resolve({
-              prediction: res.predictions[i]!,
-              queueMs: now - it.enqueuedAt,
-              inferenceMs: res.inferenceMs,
-              postprocessMs: res.postprocessMs,
-              batchSize: items.length,
-            });
-          });
+          metrics.runtimeFrames.inc(role, frames);
+          this.msPerFrame = 0.8 * this.msPerFrame + (0.2 * res.inferenceMs) / frames;
+          const answers = enqueuedAt.map((t, i) => ({
+            prediction: res.predictions[i]!,
+            queueMs: now - t,
+            inferenceMs: res.inferenceMs,
+            postprocessMs: res.postprocessMs,
+            batchSize: frames,
+          }));
+          done(answers, res);
         },
         (err: Error) => {
-          this.opts.logger.error({ component: 'engine', err, batch: items.length }, 'inference failed');
-          const e = isEdgeError(err) ? err : new EdgeError(ErrorCodes.INFERENCE_FAILED, err.message);
-          for (const it of items) it.reject(e);
+          this.opts.logger.error({ component: 'engine', err, batch: frames }, 'inference failed');
+          failed(isEdgeError(err) ? err : new EdgeError(ErrorCodes.INFERENCE_FAILED, err.message));
         },
       )
       .finally(() => {
@@ -385,7 +435,12 @@ export class ModelRuntime {
         if (worker.dead) this.replace(worker);
         else this.idle.push(worker);
         this.pump();
-        if (this.inFlight === 0 && this.pending.length === 0 && this.admitted === 0) {
+        if (
+          this.inFlight === 0 &&
+          this.pending.length === 0 &&
+          this.admitted === 0 &&
+          this.cuts.length === 0
+        ) {
           for (const w of this.drainWaiters.splice(0)) w();
         }
       });
@@ -395,18 +450,12 @@ export class ModelRuntime {
   private replace(dead: InferenceWorker): void {
     const idx = this.workers.indexOf(dead);
     if (idx < 0 || this.closing) return;
-    const { logger, settings } = this.opts;
+    const { logger } = this.opts;
     const fresh = new InferenceWorker(`${this.role}-inference-${idx}`);
     this.workers[idx] = fresh;
     logger.error({ component: 'engine', worker: idx }, 'inference worker died; starting a replacement');
     fresh
-      .load({
-        modelPath: this.info.modelPath,
-        providers: [this.info.executionProvider],
-        deviceId: this.opts.deviceId ?? 0,
-        intraOpThreads: settings.intraOpThreads,
-        spinning: settings.intraOpSpinning,
-      })
+      .load(workerLoadOptions(this.opts, [this.info.executionProvider]))
       .then(() => fresh.configure(this.manifest))
       .then(
         () => {
@@ -419,7 +468,8 @@ export class ModelRuntime {
 
   /** Resolves once no frame of this runtime is queued, decoding or being inferred. */
   drained(): Promise<void> {
-    if (this.inFlight === 0 && this.pending.length === 0 && this.admitted === 0) return Promise.resolve();
+    if (this.inFlight === 0 && this.pending.length === 0 && this.admitted === 0 && this.cutRegions === 0)
+      return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
@@ -431,41 +481,5 @@ export class ModelRuntime {
       await Promise.all(this.workers.map((w) => w.close()));
     })();
     return this.closing;
-  }
-}
-
-function runtimeInfo(
-  file: ModelFile,
-  loaded: LoadedModel,
-  checked: ReturnType<typeof checkModel>,
-  settings: ScoringSettings,
-  started: number,
-): ModelInfo {
-  const dynamicBatch = checked.staticBatch === undefined;
-  return {
-    manifest: checked.manifest,
-    sha256: file.sha256,
-    sizeBytes: file.sizeBytes,
-    modelPath: file.modelPath,
-    executionProvider: loaded.provider,
-    providerAttempts: loaded.attempts,
-    inputs: loaded.inputs,
-    outputs: loaded.outputs,
-    dynamicBatch,
-    maxBatchSize: dynamicBatch ? settings.maxBatchSize : checked.staticBatch!,
-    loadedAt: new Date().toISOString(),
-    loadMs: performance.now() - started,
-  };
-}
-
-function checkWarmupOutput(predictions: FramePrediction[]): void {
-  for (const p of predictions) {
-    for (const c of p.classification ?? []) {
-      if (!Number.isFinite(c.score)) throw new Error(`non-finite score for ${c.label}`);
-    }
-    for (const d of p.detections ?? []) {
-      if (!Number.isFinite(d.score)) throw new Error(`non-finite detection score for ${d.label}`);
-    }
-    if (p.anomaly && !Number.isFinite(p.anomaly.score)) throw new Error('non-finite anomaly score');
   }
 }

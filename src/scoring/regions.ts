@@ -129,6 +129,13 @@ function copyOf(board: BoardRaster, left: number, top: number, width: number, he
   return out;
 }
 
+/** How a region's upright crop maps to the model input (its detections' frame). */
+export function regionGeometry(region: Region, spec: InputSpec): FrameGeometry {
+  const g = geometryFor(spec.resize, region.width, region.height, spec.width, spec.height);
+  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
+  return { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
+}
+
 /**
  * A region's tensor as a prepared frame: its geometry (model input ↔ upright crop) and where the
  * crop sits on the board.
@@ -139,9 +146,7 @@ export function preparedRegion(
   data: InputTensorData,
   preprocessMs: number,
 ): PreparedRegion {
-  const g = geometryFor(spec.resize, region.width, region.height, spec.width, spec.height);
-  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
-  const geometry: FrameGeometry = { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY };
+  const geometry = regionGeometry(region, spec);
   const placement = {
     cx: region.x + region.width / 2,
     cy: region.y + region.height / 2,

@@ -31,6 +31,7 @@ export function smallFrameTensor(
   g: Placement,
   order: 'rgb' | 'bgr',
   spec: InputSpec,
+  into?: TensorSlot,
 ): InputTensorData | undefined {
   if (!inMemory(pixels.width, pixels.height)) return undefined;
   const { at, channels } = resampleInArena(pixels, g, spec.width, spec.height, spec.padValue);
@@ -42,7 +43,17 @@ export function smallFrameTensor(
     channels,
     order,
     spec,
+    into,
   );
+}
+
+/**
+ * Where a tensor is written instead of an array of its own: frame `index` of a batch tensor, so
+ * a batch of regions is cut straight into the tensor the model runs on.
+ */
+export interface TensorSlot {
+  batch: InputTensorData;
+  index: number;
 }
 
 /**
@@ -97,6 +108,7 @@ export function regionTensor(
   board: BoardRaster,
   r: UprightRegion,
   spec: InputSpec,
+  into?: TensorSlot,
 ): InputTensorData | undefined {
   const g = geometryFor(spec.resize, r.width, r.height, spec.width, spec.height);
   const stride = board.width * board.channels;
@@ -108,7 +120,7 @@ export function regionTensor(
     offset: r.y * stride + r.x * board.channels,
     stride,
   };
-  return smallFrameTensor(window, g, board.order, spec);
+  return smallFrameTensor(window, g, board.order, spec, into);
 }
 
 /**
@@ -121,10 +133,12 @@ export function tensorize(
   srcChannels: number,
   srcOrder: 'rgb' | 'bgr',
   spec: InputSpec,
+  into?: TensorSlot,
 ): InputTensorData {
   const plane = spec.width * spec.height;
   const { srcIndex, mul, add } = channelPlan(srcChannels, srcOrder, spec);
   const outC = srcIndex.length;
+  const size = plane * outC;
   const nhwc = spec.layout === 'nhwc';
   if (spec.dtype === 'float32' && srcIndex.every((s) => s >= 0)) {
     // The common case (float, no luma) is written by the WebAssembly kernel, bit for bit what
@@ -137,14 +151,21 @@ export function tensorize(
       at = arena.alloc(pixels.length);
       arena.bytes().set(pixels, at);
     }
-    const dst = arena.alloc(plane * outC * 4);
+    const dst = arena.alloc(size * 4);
     srcIndex.forEach((s, c) => {
       const to = dst + 4 * (nhwc ? c : c * plane);
       arena.k.channelF32(at, s, srcChannels, plane, mul[c]!, add[c]!, to, nhwc ? outC : 1);
     });
-    return new Float32Array(arena.bytes().slice(dst, dst + plane * outC * 4).buffer);
+    const written = new Float32Array(arena.k.memory.buffer, dst, size);
+    if (!into) return written.slice();
+    into.batch.set(written, into.index * size);
+    return into.batch.subarray(into.index * size, (into.index + 1) * size);
   }
-  const out = spec.dtype === 'float32' ? new Float32Array(plane * outC) : new Uint8Array(plane * outC);
+  const out = into
+    ? into.batch.subarray(into.index * size, (into.index + 1) * size)
+    : spec.dtype === 'float32'
+      ? new Float32Array(size)
+      : new Uint8Array(size);
   const rIdx = srcOrder === 'bgr' ? 2 : 0;
   const bIdx = 2 - rIdx;
   for (let c = 0; c < outC; c++) {

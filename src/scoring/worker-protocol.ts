@@ -36,19 +36,28 @@ export interface ConfigureRequest {
 }
 
 /**
- * Cuts upright regions of a board into tensors (scoring/tensor.ts, regionTensor): the board's
- * pixels are shared, not copied; the tensors come back transferred, in the regions' order.
+ * Cuts upright regions of a board into one batch tensor (scoring/tensor.ts, regionTensor) and runs
+ * it as a `run` would: the board's pixels are shared, not copied; the tensors never leave the
+ * worker. Answered with a `result` whose `cutMs` is the time the cuts took.
  */
-export interface CutRequest {
-  type: 'cut';
+export interface CutRunRequest {
+  type: 'cutRun';
   id: number;
-  board: Omit<BoardRaster, 'data'> & { data: SharedArrayBuffer };
+  board: SharedBoard;
   spec: InputSpec;
   regions: UprightRegion[];
+  /** Frames in the batch, padding included (a static batch dimension is always filled). */
+  batch: number;
+  dims: number[];
+  /** One per region: its crop ↔ model input. */
+  geometries: FrameGeometry[];
 }
 
+/** A decoded board in shared memory, read by every worker that cuts its regions. */
+export type SharedBoard = Omit<BoardRaster, 'data'> & { data: SharedArrayBuffer };
+
 export type WorkerRequest =
-  LoadRequest | ConfigureRequest | RunRequest | CutRequest | { type: 'close'; id: number };
+  LoadRequest | ConfigureRequest | RunRequest | CutRunRequest | { type: 'close'; id: number };
 
 export interface ValueInfo {
   name: string;
@@ -77,8 +86,9 @@ export type WorkerReply =
       predictions: FramePrediction[];
       inferenceMs: number;
       postprocessMs: number;
+      /** For a `cutRun`: the time its regions took to cut. */
+      cutMs?: number;
     }
   | { type: 'configured'; id: number }
-  | { type: 'cut'; id: number; tensors: ArrayBuffer[] }
   | { type: 'closed'; id: number }
   | { type: 'error'; id: number; error: SerializedError };

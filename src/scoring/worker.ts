@@ -16,6 +16,7 @@ import { ORIG_TARGET_SIZES, imageInputIndex, origTargetSizes } from './extra-inp
 import { Postprocessor } from './postprocess.js';
 import { regionTensor } from './tensor.js';
 import type {
+  CutRunRequest,
   LoadRequest,
   LoadedModel,
   ProviderAttempt,
@@ -126,7 +127,7 @@ async function load(req: LoadRequest): Promise<LoadedModel> {
 }
 
 /** Runs one batch; `data` holds `batch` frames (padded to a static batch size when needed). */
-async function run(req: RunRequest): Promise<WorkerReply> {
+async function run(req: Omit<RunRequest, 'type'>): Promise<Extract<WorkerReply, { type: 'result' }>> {
   const { batch, data, dims } = req;
   if (!session || !postprocessor) throw new EdgeError(ErrorCodes.INTERNAL, 'worker has no session');
   const tensor =
@@ -164,8 +165,31 @@ async function run(req: RunRequest): Promise<WorkerReply> {
   return { type: 'result', id: req.id, predictions, inferenceMs: t1 - t0, postprocessMs: t2 - t1 };
 }
 
+/** Cuts a batch of upright board regions straight into one tensor and runs it. */
+async function cutRun(req: CutRunRequest): Promise<WorkerReply> {
+  const started = performance.now();
+  const board = { ...req.board, data: new Uint8Array(req.board.data) };
+  const size = req.dims.reduce((a, b) => a * b, 1);
+  const data =
+    inputType === 'float32' ? new Float32Array(req.batch * size) : new Uint8Array(req.batch * size);
+  req.regions.forEach((r, index) => {
+    if (!regionTensor(board, r, req.spec, { batch: data, index }))
+      throw new EdgeError(ErrorCodes.INTERNAL, 'region too large to cut in a worker');
+  });
+  const cutMs = performance.now() - started;
+  return { ...(await run({ ...req, data: data.buffer })), cutMs };
+}
+
+/**
+ * Requests are handled one after another, each to its end: a `close` that arrives while a session
+ * is still being created waits for it, then releases it. (Handled side by side, the close
+ * answered at once, the thread was terminated under the session being created, and the process
+ * aborted in onnxruntime's native code: a runtime closed while a replacement worker loaded.)
+ */
+let handling: Promise<void> = Promise.resolve();
+
 parentPort!.on('message', (msg: WorkerRequest) => {
-  void (async () => {
+  handling = handling.then(async () => {
     try {
       switch (msg.type) {
         case 'load':
@@ -179,16 +203,9 @@ parentPort!.on('message', (msg: WorkerRequest) => {
         case 'run':
           reply(await run(msg));
           break;
-        case 'cut': {
-          const board = { ...msg.board, data: new Uint8Array(msg.board.data) };
-          const tensors = msg.regions.map((r) => {
-            const t = regionTensor(board, r, msg.spec);
-            if (!t) throw new EdgeError(ErrorCodes.INTERNAL, 'region too large to cut in a worker');
-            return t.buffer as ArrayBuffer;
-          });
-          reply({ type: 'cut', id: msg.id, tensors }, tensors);
+        case 'cutRun':
+          reply(await cutRun(msg));
           break;
-        }
         case 'close':
           await session?.release();
           session = undefined;
@@ -199,5 +216,5 @@ parentPort!.on('message', (msg: WorkerRequest) => {
     } catch (err) {
       reply({ type: 'error', id: msg.id, error: serializeError(err) });
     }
-  })();
+  });
 });

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scoreBoard } from '../../src/scoring/board.js';
 import type { InferenceWorker } from '../../src/scoring/inference-worker.js';
 import { ModelRuntime } from '../../src/scoring/model-runtime.js';
+import { regionGeometry } from '../../src/scoring/regions.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
 import { defaultTestModel } from '../helpers/daemon.js';
 import { makeRaw } from '../helpers/frames.js';
@@ -80,8 +81,25 @@ async function setUp(workers: number) {
       await scoreBoard(rt, { body: png, mediaType: 'image/png' }, regions, { maxPixels: 1e8 }, metrics)
     ).regions.map((r) => r.prediction);
   const workersOf = () => (rt as unknown as { workers: InferenceWorker[] }).workers;
-  return { score, workersOf };
+  // The same board as cut jobs straight on the runtime, two jobs of 8 regions.
+  const data = new SharedArrayBuffer(raw.length);
+  new Uint8Array(data).set(raw);
+  const shared = { data, width: W, height: H, channels: 3 as const, order: 'rgb' as const };
+  const jobs = () =>
+    [regions.slice(0, 8), regions.slice(8, 16)].map((rs) => {
+      for (const _ of rs) rt.admit();
+      return rt.submitCut(
+        shared,
+        rs,
+        rs.map((r) => regionGeometry(r, rt.manifest.input)),
+      );
+    });
+  return { score, workersOf, jobs };
 }
+
+/** Ends a worker's thread at once, as a crash would, whatever it is running. */
+const crash = (w: InferenceWorker): Promise<number> =>
+  (w as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
 
 describe('a board and the loss of an inference worker', () => {
   it('scores the same board the same way after a worker thread ended, and after its replacement', async () => {
@@ -116,4 +134,35 @@ describe('a board and the loss of an inference worker', () => {
       .toBe(JSON.stringify(before));
     expect(unhandled).toEqual([]);
   });
+
+  it('a cut job whose worker dies under it is cut and inferred again by a live worker', async () => {
+    const { jobs, workersOf } = await setUp(2);
+    const before = await Promise.all(jobs().map((j) => j.result));
+    expect(new Set(before.flat().map((r) => JSON.stringify(r.prediction))).size).toBeGreaterThan(4);
+
+    // Worker 0's thread is ending but the runtime does not know yet: the two jobs go one to each
+    // worker, and worker 0's job fails under it.
+    const lost = workersOf()[0]!;
+    const ended = crash(lost);
+    const again = jobs();
+    await ended;
+    expect(predictionsOf(await Promise.all(again.map((j) => j.result)))).toEqual(predictionsOf(before));
+    expect(lost.dead).toBe(true);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('with its only worker killed under it, a cut job fails with a code; the next goes to the replacement', async () => {
+    const { jobs, workersOf } = await setUp(1);
+    const before = await Promise.all(jobs().map((j) => j.result));
+    const ended = crash(workersOf()[0]!);
+    const [first, second] = jobs();
+    await ended;
+    await expect(first!.result).rejects.toMatchObject({ code: 'EDGE_ERR_INFERENCE_FAILED' });
+    expect(predictionsOf([await second!.result])).toEqual(predictionsOf([before[1]!]));
+    expect(runtime!.depth).toBe(0);
+    expect(unhandled).toEqual([]);
+  });
 });
+
+const predictionsOf = (answers: { prediction: unknown }[][]) =>
+  answers.map((a) => a.map((r) => r.prediction));
