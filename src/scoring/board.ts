@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { CutJob, InferredFrame, ModelRuntime } from './model-runtime.js';
+import type { SharedBoard } from './worker-protocol.js';
 import type { FramePrediction } from './prediction.js';
 import type { FrameInput, PreprocessLimits } from './preprocess.js';
 import {
@@ -46,6 +47,25 @@ const SHARP_CONCURRENCY = 16;
  * the cuts (4 ms left a single worker idle a third of a board; bench/README.md, "Board layouts").
  */
 const CUT_SLICE_MS = 1;
+
+/**
+ * The shared copies of decoded boards, kept for the next board of the same size: copying a 15 MB
+ * board into fresh memory took 13–21 ms here (a page fault every 4 KiB), into memory already
+ * touched ~2 ms (bench/README.md, "Board layouts"). At most SHARED_KEPT idle copies, all of one
+ * size (a line sends one board size); a board whose regions failed does not give its copy back.
+ */
+const SHARED_KEPT = 2;
+const keptShared: SharedArrayBuffer[] = [];
+
+function takeShared(bytes: number): SharedArrayBuffer {
+  const at = keptShared.findIndex((b) => b.byteLength === bytes);
+  return at >= 0 ? keptShared.splice(at, 1)[0]! : new SharedArrayBuffer(bytes);
+}
+
+function giveBackShared(data: SharedArrayBuffer): void {
+  if (keptShared.some((b) => b.byteLength !== data.byteLength)) keptShared.length = 0;
+  if (keptShared.length < SHARED_KEPT) keptShared.push(data);
+}
 
 /** Boards with fewer upright regions are cut on the event loop: sharing costs a copy. */
 const SHARE_MIN_REGIONS = 16;
@@ -129,10 +149,11 @@ export async function scoreBoard(
   const chunks: number[][] = [];
   for (let k = 0; k < inPlace.length; k += size) chunks.push(inPlace.slice(k, k + size));
   const jobs = new Map<number[], CutJob>();
+  let shared: SharedBoard | undefined;
   if (inPlace.length >= SHARE_MIN_REGIONS && runtime.workerCount > 0) {
-    const data = new SharedArrayBuffer(board.data.length);
+    const data = takeShared(board.data.length);
     new Uint8Array(data).set(board.data);
-    const shared = {
+    shared = {
       data,
       width: board.width,
       height: board.height,
@@ -218,9 +239,12 @@ export async function scoreBoard(
     cancelRest();
     // Regions already submitted finish on the runtime; their answers are dropped with the request.
     await Promise.allSettled(results.filter((r): r is Promise<RegionResult> => r !== undefined));
+    if (shared) giveBackShared(shared.data);
     throw failure;
   }
   const done = await Promise.all(results as Promise<RegionResult>[]);
+  // Every job has answered: no worker reads the shared copy any more, the next board may.
+  if (shared) giveBackShared(shared.data);
   const defective = done.filter((r) => r.prediction.defect).map((r) => r.id);
   return {
     width: board.width,

@@ -165,19 +165,37 @@ async function run(req: Omit<RunRequest, 'type'>): Promise<Extract<WorkerReply, 
   return { type: 'result', id: req.id, predictions, inferenceMs: t1 - t0, postprocessMs: t2 - t1 };
 }
 
+/**
+ * The batch tensors cut jobs are cut into, by length, kept from job to job: the worker runs one
+ * request at a time, and writing megabytes into fresh memory costs a page fault every 4 KiB
+ * (bench/README.md, "Board layouts"). A board's jobs have one or two lengths.
+ */
+const cutBatches = new Map<number, Float32Array | Uint8Array>();
+
+function cutBatch(length: number): Float32Array | Uint8Array {
+  let batch = cutBatches.get(length);
+  if (batch?.constructor !== (inputType === 'float32' ? Float32Array : Uint8Array)) {
+    if (cutBatches.size >= 4) cutBatches.clear();
+    batch = inputType === 'float32' ? new Float32Array(length) : new Uint8Array(length);
+    cutBatches.set(length, batch);
+  }
+  return batch;
+}
+
 /** Cuts a batch of upright board regions straight into one tensor and runs it. */
 async function cutRun(req: CutRunRequest): Promise<WorkerReply> {
   const started = performance.now();
   const board = { ...req.board, data: new Uint8Array(req.board.data) };
   const size = req.dims.reduce((a, b) => a * b, 1);
-  const data =
-    inputType === 'float32' ? new Float32Array(req.batch * size) : new Uint8Array(req.batch * size);
+  const data = cutBatch(req.batch * size);
+  // A static batch's padding frames are zeros, as the runtime's own batches.
+  data.fill(0, req.regions.length * size);
   req.regions.forEach((r, index) => {
     if (!regionTensor(board, r, req.spec, { batch: data, index }))
       throw new EdgeError(ErrorCodes.INTERNAL, 'region too large to cut in a worker');
   });
   const cutMs = performance.now() - started;
-  return { ...(await run({ ...req, data: data.buffer })), cutMs };
+  return { ...(await run({ ...req, data: data.buffer as ArrayBuffer })), cutMs };
 }
 
 /**
