@@ -171,7 +171,7 @@ describe('board layouts', () => {
       // 48 upright regions: cut in chunks from the shared board by the inference workers (and, beside
       // a single worker, the event loop; a board of fewer than 16, as in the other tests, is cut on
       // the event loop alone), and compared with the crops posted alone.
-      daemon = await startDaemon({ env: { WORKERS: workers } });
+      daemon = await startDaemon({ env: { WORKERS: workers, MAX_QUEUE: '512' } });
       const grid = Array.from({ length: 48 }, (_, i) => ({
         id: `g${i}`,
         x: (i % 8) * 40 + (i % 3),
@@ -196,6 +196,30 @@ describe('board layouts', () => {
         got.classification!.forEach((c, i) => close(c.score, want.classification[i]!.score));
       }
       expect(new Set(board.regions.map((r) => r.score!.toFixed(6))).size).toBeGreaterThan(10);
+
+      // Two boards of the same size taking turns, two at a time: the shared copy of a board
+      // outlives none of its regions' jobs (a copy handed to the next board too early would mix
+      // the two boards' pixels), nor does a worker's batch tensor carry one job into the next.
+      const mirrored = await sharp(raw, { raw: { width: BW, height: BH, channels: 3 } })
+        .flop()
+        .png()
+        .toBuffer();
+      const bodies = [await encodeFrame(raw, BW, BH, 3, 'png'), mirrored];
+      const scoresOf = (answer: Answer) => (answer.json as BoardAnswer).regions.map((r) => r.score!);
+      const alone = [
+        scoresOf(a),
+        scoresOf(await postFrame(`${daemon.url}/v1/score?layout=grid`, mirrored, 'image/png')),
+      ];
+      expect(alone[1]).not.toEqual(alone[0]);
+      const turns = await Promise.all(
+        [0, 1, 0, 1, 0, 1].map((k) =>
+          postFrame(`${daemon!.url}/v1/score?layout=grid`, bodies[k]!, 'image/png'),
+        ),
+      );
+      turns.forEach((t, n) => {
+        expect(t.status, t.text).toBe(200);
+        scoresOf(t).forEach((score, i) => close(score, alone[n % 2]![i]!));
+      });
     },
   );
 
