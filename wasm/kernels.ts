@@ -64,6 +64,50 @@ export function horizontal3(
   }
 }
 
+/**
+ * Horizontal pass, three-byte pixels, when every output pixel's taps are `span` consecutive source
+ * pixels (`span` a multiple of 4; the plan folds edge-clamped taps onto the edge pixel, the same
+ * integer sum): output x starts at byte offset starts[x] of the row, and each 16-byte load there
+ * gives four taps' pixels, interleaved channel by channel into two 16-bit vectors by one shuffle
+ * and summed with two dot products (weights as in horizontal3, two taps per i32). A load reads up
+ * to 4 bytes past the last tap's pixel: the caller leaves room after the source.
+ */
+export function horizontal3w(
+  src: usize,
+  srcStride: i32,
+  rows: i32,
+  span: i32,
+  starts: usize,
+  pairs: usize,
+  x0: i32,
+  cols: i32,
+  dst: usize,
+  dstStride: i32,
+): void {
+  const quads = span >> 2;
+  const zero = i32x4.splat(0);
+  for (let y = 0; y < rows; y++) {
+    const row = src + <usize>(y * srcStride);
+    let o = dst + <usize>(y * dstStride);
+    for (let x = 0; x < cols; x++) {
+      const i = x0 + x;
+      let p = row + <usize>load<i32>(starts + ((<usize>i) << 2));
+      let w = pairs + ((<usize>(i * (span >> 1))) << 2);
+      let acc = i32x4.splat(0);
+      for (let q = 0; q < quads; q++) {
+        // [r0 g0 b0 r1 g1 b1 r2 g2 b2 r3 g3 b3 ..] → [r0 r1 g0 g1 b0 b1 0 0 | r2 r3 g2 g3 b2 b3 0 0]
+        const v = i8x16.shuffle(v128.load(p), zero, 0, 3, 1, 4, 2, 5, 16, 16, 6, 9, 7, 10, 8, 11, 16, 16);
+        acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(v), i32x4.splat(load<i32>(w))));
+        acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(v), i32x4.splat(load<i32>(w + 4))));
+        p += 12;
+        w += 8;
+      }
+      v128.store32_lane(o, toBytes(acc), 0);
+      o += 3;
+    }
+  }
+}
+
 /** Horizontal pass, one channel: as horizontal3 with a byte a pixel (no room needed after rows). */
 export function horizontal1(
   src: usize,

@@ -21,6 +21,18 @@ export interface Kernels {
     dst: number,
     dstStride: number,
   ): void;
+  horizontal3w(
+    src: number,
+    srcStride: number,
+    rows: number,
+    span: number,
+    starts: number,
+    pairs: number,
+    x0: number,
+    cols: number,
+    dst: number,
+    dstStride: number,
+  ): void;
   horizontal1(
     src: number,
     srcStride: number,

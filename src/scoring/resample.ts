@@ -32,7 +32,7 @@ export interface Placement {
 }
 
 /** A resampling plan for one axis: for each output sample, its source indices and weights. */
-interface AxisPlan {
+export interface AxisPlan {
   taps: number;
   /** [out × taps] source indices, clamped to the edge (libvips extends edges by copying). */
   index: Int32Array;
@@ -40,6 +40,8 @@ interface AxisPlan {
   weights: Int32Array;
   /** The three-channel pass's form of it, made on first use (pairedPlan). */
   paired?: { inC: number; taps: number; offsets: Int32Array; pairs: Int32Array };
+  /** Its consecutive-window form for three-byte pixels, made on first use (windowedPlan); null: none. */
+  windowed?: { span: number; starts: Int32Array; pairs: Int32Array } | null;
 }
 
 const lanczos3 = (x: number): number => {
@@ -145,7 +147,13 @@ function planAxis(inSize: number, outSize: number, enlarging: boolean): AxisPlan
 const PLAN_CACHE_SIZE = 16;
 const plans = new Map<string, AxisPlan | undefined>();
 
-function planFor(inSize: number, outSize: number, enlarging: boolean, axis: 'x' | 'y'): AxisPlan | undefined {
+/** An axis's plan (undefined: the size does not change); exported for the kernels' tests. */
+export function planFor(
+  inSize: number,
+  outSize: number,
+  enlarging: boolean,
+  axis: 'x' | 'y',
+): Readonly<AxisPlan> | undefined {
   const key = `${axis}:${inSize}:${outSize}:${enlarging}`;
   if (plans.has(key)) return plans.get(key);
   const plan = planAxis(inSize, outSize, enlarging);
@@ -181,6 +189,48 @@ function pairedPlan(plan: AxisPlan, inC: number): { taps: number; offsets: Int32
   }
   plan.paired = { inC, taps, offsets, pairs };
   return plan.paired;
+}
+
+/**
+ * The horizontal plan as horizontal3w reads it, for three-byte pixels: each output's taps as
+ * `span` consecutive source pixels (a multiple of 4) from its start, a tap clamped onto the edge
+ * adding its weight to the edge pixel's (the same integer sum), unused taps weighing 0; weights
+ * of two taps packed in one i32. None (null) when the source is narrower than the span or a
+ * folded weight leaves 16 bits. Kept on the plan.
+ */
+function windowedPlan(plan: AxisPlan, inSize: number): AxisPlan['windowed'] {
+  if (plan.windowed !== undefined) return plan.windowed;
+  const n = plan.index.length / plan.taps;
+  const lo = new Int32Array(n).fill(inSize);
+  let span = 0;
+  for (let i = 0; i < n; i++) {
+    let hi = -1;
+    for (let t = 0; t < plan.taps; t++) {
+      if (plan.weights[i * plan.taps + t] === 0) continue;
+      const k = plan.index[i * plan.taps + t]!;
+      lo[i] = Math.min(lo[i]!, k);
+      hi = Math.max(hi, k);
+    }
+    span = Math.max(span, hi - lo[i]! + 1);
+  }
+  span = (span + 3) & ~3;
+  plan.windowed = null;
+  if (span > inSize) return null;
+  const starts = new Int32Array(n);
+  const folded = new Int32Array(n * span);
+  for (let i = 0; i < n; i++) {
+    const s = Math.min(lo[i]!, inSize - span);
+    starts[i] = s * 3;
+    for (let t = 0; t < plan.taps; t++) {
+      const w = plan.weights[i * plan.taps + t]!;
+      if (w !== 0) folded[i * span + plan.index[i * plan.taps + t]! - s]! += w;
+    }
+  }
+  if (folded.some((w) => w > 32767 || w < -32768)) return null;
+  const pairs = new Int32Array(folded.length / 2);
+  for (let j = 0; j < pairs.length; j++) pairs[j] = (folded[2 * j]! & 0xffff) | (folded[2 * j + 1]! << 16);
+  plan.windowed = { span, starts, pairs };
+  return plan.windowed;
 }
 
 /** The plan of an axis that keeps its size: each sample its own source, weight one. */
@@ -246,9 +296,15 @@ export function resampleInArena(
     const h = arena.plan(hplan.index, hplan.weights);
     kernels.horizontal1(srcAt, inRow, inH, hplan.taps, h.index, h.weights, x0, cols, tmp, rowBytes);
   } else {
-    const p = pairedPlan(hplan, inC);
-    const h = arena.plan(p.offsets, p.pairs);
-    kernels.horizontal3(srcAt, inRow, inH, p.taps, h.index, h.weights, x0, cols, tmp, rowBytes);
+    const w = inC === 3 ? windowedPlan(hplan, inW) : null;
+    if (w) {
+      const h = arena.plan(w.starts, w.pairs);
+      kernels.horizontal3w(srcAt, inRow, inH, w.span, h.index, h.weights, x0, cols, tmp, rowBytes);
+    } else {
+      const p = pairedPlan(hplan, inC);
+      const h = arena.plan(p.offsets, p.pairs);
+      kernels.horizontal3(srcAt, inRow, inH, p.taps, h.index, h.weights, x0, cols, tmp, rowBytes);
+    }
   }
 
   // Vertical pass: `rows` output rows from the horizontally resized ones.
