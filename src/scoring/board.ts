@@ -143,8 +143,8 @@ export async function scoreBoard(
   };
 
   // Upright regions, in jobs of a batch each: with a shared board, queued on the runtime for its
-  // workers to cut and infer; beside a single worker, or for a small board, the event loop takes
-  // the jobs no worker has started and cuts them itself.
+  // workers to cut and infer; beside a single worker the event loop also cuts the jobs no worker
+  // has started. A board of fewer such regions the event loop cuts region by region.
   const size = runtime.cutBatchSize;
   const chunks: number[][] = [];
   for (let k = 0; k < inPlace.length; k += size) chunks.push(inPlace.slice(k, k + size));
