@@ -40,6 +40,7 @@ import {
   type Point,
 } from './harness.js';
 import { startPeer } from './peer.js';
+import { IMAGENET_INPUT } from './tiny-model.js';
 import { peerVenvPython } from './peer-venv.js';
 import { opencvPeerPython, runSmallModel } from './workloads.js';
 
@@ -61,17 +62,7 @@ const MANIFEST = {
   task: 'classification',
   labels: ['ok', 'bridge', 'missing', 'shift'],
   defectLabels: ['bridge', 'missing', 'shift'],
-  input: {
-    width: 224,
-    height: 224,
-    resize: 'stretch',
-    color: 'rgb',
-    layout: 'nchw',
-    dtype: 'float32',
-    scale: 1 / 255,
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-  },
+  input: { width: 224, height: 224, ...IMAGENET_INPUT },
   output: { format: 'probabilities', topK: 3 },
 };
 

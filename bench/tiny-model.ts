@@ -9,6 +9,17 @@ import { GraphBuilder, Rng, type Dim } from '../test/helpers/onnx-graph.js';
  */
 export const TINY_INPUT = { width: 192, height: 48 } as const;
 
+/** The bench models' pre-processing: RGB stretched to the input, NCHW float, ImageNet normalisation. */
+export const IMAGENET_INPUT = {
+  resize: 'stretch' as const,
+  color: 'rgb' as const,
+  layout: 'nchw' as const,
+  dtype: 'float32' as const,
+  scale: 1 / 255,
+  mean: [0.485, 0.456, 0.406],
+  std: [0.229, 0.224, 0.225],
+};
+
 /** Its manifest: four classes, ImageNet normalisation, stretched to 192×48. */
 export const TINY_MANIFEST = {
   name: 'crop-classifier-bench',
@@ -16,16 +27,7 @@ export const TINY_MANIFEST = {
   task: 'classification',
   labels: ['ok', 'smudge', 'missing', 'wrong'],
   defectLabels: ['smudge', 'missing', 'wrong'],
-  input: {
-    ...TINY_INPUT,
-    resize: 'stretch',
-    color: 'rgb',
-    layout: 'nchw',
-    dtype: 'float32',
-    scale: 1 / 255,
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-  },
+  input: { ...TINY_INPUT, ...IMAGENET_INPUT },
   output: { format: 'probabilities', topK: 3 },
 };
 

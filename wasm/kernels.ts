@@ -17,65 +17,20 @@ function toBytes(v: v128): v128 {
 }
 
 /**
- * Horizontal pass, three colour channels: for each of `rows` source rows (row r starts at
- * src + r·srcStride), `cols` output pixels from plan entries x0..x0+cols, written packed (3 bytes a
- * pixel) from dst, rows `dstStride` apart. The plan comes as byte offsets of each tap's source
- * pixel (`taps` even) and the weights of two taps packed in one i32 (low half the first): two
- * taps' pixels are interleaved channel by channel and summed with one 16-bit dot product. A tap
- * reads a whole pixel as four bytes and each output pixel is stored as four, so the caller leaves
- * 16 bytes of room after both buffers.
+ * Horizontal pass, colour pixels of `pixelBytes` bytes (3, or 4 with a fourth byte that is not
+ * read): for each of `rows` source rows (row r starts at src + r·srcStride), `cols` output pixels
+ * of three bytes from plan entries x0..x0+cols, written packed from dst, rows `dstStride` apart.
+ * Each output pixel's taps are `span` consecutive source pixels (a multiple of 4) from byte offset
+ * starts[x] of the row; the weights of two taps come packed in one i32 (low half the first). One
+ * 16-byte load gives four taps' pixels, interleaved channel by channel into two 16-bit vectors by
+ * one swizzle and summed with two dot products. Loads and stores run up to 16 bytes past the
+ * source's last row and the output's: the caller leaves that room after both.
  */
 export function horizontal3(
   src: usize,
   srcStride: i32,
   rows: i32,
-  taps: i32,
-  offsets: usize,
-  pairs: usize,
-  x0: i32,
-  cols: i32,
-  dst: usize,
-  dstStride: i32,
-): void {
-  const half = taps >> 1;
-  for (let y = 0; y < rows; y++) {
-    const row = src + <usize>(y * srcStride);
-    let o = dst + <usize>(y * dstStride);
-    for (let x = 0; x < cols; x++) {
-      const at = (<usize>((x0 + x) * taps)) << 2;
-      const wt = (<usize>((x0 + x) * half)) << 2;
-      let acc = i32x4.splat(0);
-      for (let t = 0; t < half; t++) {
-        const a = row + <usize>load<i32>(offsets + at + ((<usize>t) << 3));
-        const b = row + <usize>load<i32>(offsets + at + ((<usize>t) << 3) + 4);
-        const two = v128.load32_lane(b, v128.load32_zero(a), 1);
-        // [r0 g0 b0 x0 r1 g1 b1 x1] → [r0 r1 g0 g1 b0 b1 x0 x1], widened to 16 bits.
-        const mixed = i16x8.extend_low_i8x16_u(
-          i8x16.shuffle(two, two, 0, 4, 1, 5, 2, 6, 3, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        );
-        acc = i32x4.add(
-          acc,
-          i32x4.dot_i16x8_s(mixed, i32x4.splat(load<i32>(pairs + wt + ((<usize>t) << 2)))),
-        );
-      }
-      v128.store32_lane(o, toBytes(acc), 0);
-      o += 3;
-    }
-  }
-}
-
-/**
- * Horizontal pass, three-byte pixels, when every output pixel's taps are `span` consecutive source
- * pixels (`span` a multiple of 4; the plan folds edge-clamped taps onto the edge pixel, the same
- * integer sum): output x starts at byte offset starts[x] of the row, and each 16-byte load there
- * gives four taps' pixels, interleaved channel by channel into two 16-bit vectors by one shuffle
- * and summed with two dot products (weights as in horizontal3, two taps per i32). A load reads up
- * to 4 bytes past the last tap's pixel: the caller leaves room after the source.
- */
-export function horizontal3w(
-  src: usize,
-  srcStride: i32,
-  rows: i32,
+  pixelBytes: i32,
   span: i32,
   starts: usize,
   pairs: usize,
@@ -85,7 +40,13 @@ export function horizontal3w(
   dstStride: i32,
 ): void {
   const quads = span >> 2;
-  const zero = i32x4.splat(0);
+  // Byte picks for [c0 of tap 0, c0 of tap 1, c1, c1, c2, c2, -, -] for taps 0-1 then 2-3;
+  // 16 picks zero.
+  const mix =
+    pixelBytes == 3
+      ? i8x16(0, 3, 1, 4, 2, 5, 16, 16, 6, 9, 7, 10, 8, 11, 16, 16)
+      : i8x16(0, 4, 1, 5, 2, 6, 16, 16, 8, 12, 9, 13, 10, 14, 16, 16);
+  const step = <usize>(pixelBytes << 2);
   for (let y = 0; y < rows; y++) {
     const row = src + <usize>(y * srcStride);
     let o = dst + <usize>(y * dstStride);
@@ -95,11 +56,10 @@ export function horizontal3w(
       let w = pairs + ((<usize>(i * (span >> 1))) << 2);
       let acc = i32x4.splat(0);
       for (let q = 0; q < quads; q++) {
-        // [r0 g0 b0 r1 g1 b1 r2 g2 b2 r3 g3 b3 ..] → [r0 r1 g0 g1 b0 b1 0 0 | r2 r3 g2 g3 b2 b3 0 0]
-        const v = i8x16.shuffle(v128.load(p), zero, 0, 3, 1, 4, 2, 5, 16, 16, 6, 9, 7, 10, 8, 11, 16, 16);
+        const v = i8x16.swizzle(v128.load(p), mix);
         acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(v), i32x4.splat(load<i32>(w))));
         acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(v), i32x4.splat(load<i32>(w + 4))));
-        p += 12;
+        p += step;
         w += 8;
       }
       v128.store32_lane(o, toBytes(acc), 0);
@@ -108,7 +68,10 @@ export function horizontal3w(
   }
 }
 
-/** Horizontal pass, one channel: as horizontal3 with a byte a pixel (no room needed after rows). */
+/**
+ * Horizontal pass, one channel: for each output pixel the taps' source indices and weights of the
+ * plan, a byte a pixel (no room needed after rows).
+ */
 export function horizontal1(
   src: usize,
   srcStride: i32,

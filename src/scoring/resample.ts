@@ -38,10 +38,8 @@ export interface AxisPlan {
   index: Int32Array;
   /** [out × taps] weights in 1/2^14, each row summing to exactly 2^14. */
   weights: Int32Array;
-  /** The three-channel pass's form of it, made on first use (pairedPlan). */
-  paired?: { inC: number; taps: number; offsets: Int32Array; pairs: Int32Array };
-  /** Its consecutive-window form for three-byte pixels, made on first use (windowedPlan); null: none. */
-  windowed?: { span: number; starts: Int32Array; pairs: Int32Array } | null;
+  /** The colour pass's form of it, made on first use (windowedPlan). */
+  windowed?: { inC: number; span: number; starts: Int32Array; pairs: Int32Array };
 }
 
 const lanczos3 = (x: number): number => {
@@ -167,39 +165,15 @@ const SHIFT = 14;
 const ONE = 1 << SHIFT;
 
 /**
- * The horizontal plan as the three-channel pass reads it: taps padded to an even count (weight
- * 0), each tap's byte offset in a row of `inC`-byte pixels, and two taps' weights packed in one
- * i32. Kept on the plan (a line sends one size frame after frame).
+ * The horizontal plan as the colour pass (horizontal3) reads it for `inC`-byte pixels: each
+ * output's taps as `span` consecutive source pixels (a multiple of 4) from its start, given as a
+ * byte offset; a tap clamped onto the edge adds its weight to the edge pixel's (the same integer
+ * sum) and the taps outside the plan weigh 0 (on a source narrower than the span they lie past
+ * its row, inside the room the arena leaves). Weights of two taps packed in one i32. Kept on the
+ * plan (a line sends one size frame after frame).
  */
-function pairedPlan(plan: AxisPlan, inC: number): { taps: number; offsets: Int32Array; pairs: Int32Array } {
-  if (plan.paired?.inC === inC) return plan.paired;
-  const taps = plan.taps + (plan.taps & 1);
-  const n = plan.index.length / plan.taps;
-  const offsets = new Int32Array(n * taps);
-  const pairs = new Int32Array((n * taps) / 2);
-  for (let i = 0; i < n; i++) {
-    for (let t = 0; t < taps; t += 2) {
-      const k = i * plan.taps + t;
-      const w0 = plan.weights[k]!;
-      const w1 = t + 1 < plan.taps ? plan.weights[k + 1]! : 0;
-      offsets[i * taps + t] = plan.index[k]! * inC;
-      offsets[i * taps + t + 1] = (t + 1 < plan.taps ? plan.index[k + 1]! : plan.index[k]!) * inC;
-      pairs[(i * taps + t) / 2] = (w0 & 0xffff) | (w1 << 16);
-    }
-  }
-  plan.paired = { inC, taps, offsets, pairs };
-  return plan.paired;
-}
-
-/**
- * The horizontal plan as horizontal3w reads it, for three-byte pixels: each output's taps as
- * `span` consecutive source pixels (a multiple of 4) from its start, a tap clamped onto the edge
- * adding its weight to the edge pixel's (the same integer sum), unused taps weighing 0; weights
- * of two taps packed in one i32. None (null) when the source is narrower than the span or a
- * folded weight leaves 16 bits. Kept on the plan.
- */
-function windowedPlan(plan: AxisPlan, inSize: number): AxisPlan['windowed'] {
-  if (plan.windowed !== undefined) return plan.windowed;
+function windowedPlan(plan: AxisPlan, inSize: number, inC: number): NonNullable<AxisPlan['windowed']> {
+  if (plan.windowed?.inC === inC) return plan.windowed;
   const n = plan.index.length / plan.taps;
   const lo = new Int32Array(n).fill(inSize);
   let span = 0;
@@ -214,22 +188,21 @@ function windowedPlan(plan: AxisPlan, inSize: number): AxisPlan['windowed'] {
     span = Math.max(span, hi - lo[i]! + 1);
   }
   span = (span + 3) & ~3;
-  plan.windowed = null;
-  if (span > inSize) return null;
   const starts = new Int32Array(n);
   const folded = new Int32Array(n * span);
   for (let i = 0; i < n; i++) {
-    const s = Math.min(lo[i]!, inSize - span);
-    starts[i] = s * 3;
+    const s = Math.max(0, Math.min(lo[i]!, inSize - span));
+    starts[i] = s * inC;
     for (let t = 0; t < plan.taps; t++) {
       const w = plan.weights[i * plan.taps + t]!;
       if (w !== 0) folded[i * span + plan.index[i * plan.taps + t]! - s]! += w;
     }
   }
-  if (folded.some((w) => w > 32767 || w < -32768)) return null;
+  // The pass multiplies in 16 bits; a folded edge weight is a part of a row summing to one.
+  if (folded.some((w) => w > 32767 || w < -32768)) throw new Error('resample weight outside 16 bits');
   const pairs = new Int32Array(folded.length / 2);
   for (let j = 0; j < pairs.length; j++) pairs[j] = (folded[2 * j]! & 0xffff) | (folded[2 * j + 1]! << 16);
-  plan.windowed = { span, starts, pairs };
+  plan.windowed = { inC, span, starts, pairs };
   return plan.windowed;
 }
 
@@ -296,15 +269,9 @@ export function resampleInArena(
     const h = arena.plan(hplan.index, hplan.weights);
     kernels.horizontal1(srcAt, inRow, inH, hplan.taps, h.index, h.weights, x0, cols, tmp, rowBytes);
   } else {
-    const w = inC === 3 ? windowedPlan(hplan, inW) : null;
-    if (w) {
-      const h = arena.plan(w.starts, w.pairs);
-      kernels.horizontal3w(srcAt, inRow, inH, w.span, h.index, h.weights, x0, cols, tmp, rowBytes);
-    } else {
-      const p = pairedPlan(hplan, inC);
-      const h = arena.plan(p.offsets, p.pairs);
-      kernels.horizontal3(srcAt, inRow, inH, p.taps, h.index, h.weights, x0, cols, tmp, rowBytes);
-    }
+    const w = windowedPlan(hplan, inW, inC);
+    const h = arena.plan(w.starts, w.pairs);
+    kernels.horizontal3(srcAt, inRow, inH, inC, w.span, h.index, h.weights, x0, cols, tmp, rowBytes);
   }
 
   // Vertical pass: `rows` output rows from the horizontally resized ones.

@@ -1,17 +1,17 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { pino } from 'pino';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scoreBoard } from '../../src/scoring/board.js';
 import type { InferenceWorker } from '../../src/scoring/inference-worker.js';
-import { ModelRuntime } from '../../src/scoring/model-runtime.js';
+import type { ModelRuntime } from '../../src/scoring/model-runtime.js';
 import { regionGeometry } from '../../src/scoring/regions.js';
 import { Metrics } from '../../src/telemetry/metrics.js';
 import { defaultTestModel } from '../helpers/daemon.js';
 import { makeRaw } from '../helpers/frames.js';
 import { writeModelDir } from '../helpers/onnx-builder.js';
+import { loadRuntime } from '../helpers/runtime.js';
 
 /**
  * A board's regions are cut by the runtime's inference workers (README, "Board layouts"): losing
@@ -46,22 +46,7 @@ async function setUp(workers: number) {
   dir = await mkdtemp(path.join(tmpdir(), 'board-worker-loss-'));
   const { model, manifest } = defaultTestModel();
   const { modelPath } = await writeModelDir(path.join(dir, 'model'), model, manifest);
-  const rt = await ModelRuntime.load({
-    modelPath,
-    role: 'active',
-    settings: {
-      executionProviders: ['cpu'],
-      maxBatchSize: 8,
-      maxBatchDelayMs: 2,
-      workers,
-      maxQueue: 1024,
-      intraOpThreads: 1,
-      intraOpSpinning: false,
-    },
-    warmupRuns: 1,
-    logger: pino({ level: 'silent' }),
-    metrics: new Metrics({ defaultMetrics: false }),
-  });
+  const rt = await loadRuntime(modelPath, { workers });
   runtime = rt;
   const raw = makeRaw(W, H, 3, (x, y) => [(x * 7 + y * 3) % 256, (x * y) % 256, (x + 2 * y) % 256]);
   const png = await sharp(raw, { raw: { width: W, height: H, channels: 3 } })

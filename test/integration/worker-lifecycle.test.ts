@@ -1,12 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InferenceWorker } from '../../src/scoring/inference-worker.js';
-import { ModelRuntime } from '../../src/scoring/model-runtime.js';
-import { Metrics } from '../../src/telemetry/metrics.js';
 import { buildSlowModel, writeModelDir } from '../helpers/onnx-builder.js';
+import { loadRuntime } from '../helpers/runtime.js';
 
 /**
  * An inference worker closed while its onnxruntime session is still being created (a model load
@@ -52,23 +50,7 @@ describe('closing an inference worker while its model loads', () => {
   it('a model load cancelled while its sessions are being created rejects with CANCELLED', async () => {
     for (const delayMs of [0, 2, 5, 10, 20]) {
       const abort = new AbortController();
-      const loading = ModelRuntime.load({
-        modelPath,
-        role: 'active',
-        signal: abort.signal,
-        settings: {
-          executionProviders: ['cpu'],
-          maxBatchSize: 4,
-          maxBatchDelayMs: 2,
-          workers: 2,
-          maxQueue: 16,
-          intraOpThreads: 1,
-          intraOpSpinning: false,
-        },
-        warmupRuns: 1,
-        logger: pino({ level: 'silent' }),
-        metrics: new Metrics({ defaultMetrics: false }),
-      });
+      const loading = loadRuntime(modelPath, { workers: 2, maxBatchSize: 4, maxQueue: 16 }, abort.signal);
       setTimeout(() => abort.abort(), delayMs);
       await expect(loading).rejects.toMatchObject({ code: 'EDGE_ERR_CANCELLED' });
     }

@@ -9,8 +9,8 @@ import { rng } from '../helpers/frames.js';
  * The resampler's WebAssembly passes (wasm/kernels.ts) against the plan's own definition, summed
  * in plain integers here: for each output sample Σ weight × byte, then (sum + 2^13) >> 14 clamped
  * to 0..255, horizontally over every source row, then vertically (bench/README.md, "The pixel
- * loops in WebAssembly"). The passes must give these bytes exactly, whichever kernel a plan takes
- * (three-byte pixels go through the consecutive-window kernel when the plan allows it).
+ * loops in WebAssembly"). The passes must give these bytes exactly: the colour pass reads each
+ * output pixel's taps as one window of consecutive source pixels, edge taps folded onto the edge.
  */
 
 const ONE = 1 << 14;
@@ -90,9 +90,9 @@ describe('the resampler kernels', () => {
         first < 0 && got.length === want.length ? 'same' : `byte ${first}: ${got[first]} for ${want[first]}`,
         `case ${n}: ${width}×${height}×${channels} → ${outW}×${outH} ${mode}`,
       ).toBe('same');
-      if (channels === 3 && g.resizeWidth !== width && g.resizeWidth > 1) windows++;
+      if (channels !== 1 && g.resizeWidth !== width) windows++;
     }
-    // Enough of the cases took a three-byte horizontal pass for the window kernel to be checked.
-    expect(windows).toBeGreaterThan(200);
+    // Enough of the cases resized colour pixels across for the window kernel to be checked.
+    expect(windows).toBeGreaterThan(300);
   });
 });
