@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { Pool } from 'undici';
 import type { ScoringSettings } from '../src/config.js';
 import { ModelRuntime } from '../src/scoring/model-runtime.js';
+import { inferFrame } from '../src/scoring/infer-frame.js';
 import { prepareFrame, type FrameInput } from '../src/scoring/preprocess.js';
 import { Metrics } from '../src/telemetry/metrics.js';
 import { freePort } from '../test/helpers/child-daemon.js';
@@ -70,16 +71,24 @@ export async function loadRuntime(modelPath: string, a: Arrangement): Promise<Mo
 /** Turns a frame into the model's tensor: the daemon's `prepareFrame`, or another path to compare. */
 export type Prepare = typeof prepareFrame;
 
-/** Same code path as the daemon's engine.score(): admit, decode/pre-process, queue, infer. */
+/**
+ * Same code path as the daemon's engine.score() (`inferFrame`: admit, decode/pre-process, queue,
+ * infer), or with another pre-processing path on the event loop.
+ */
 export async function scoreInProcess(
   runtime: ModelRuntime,
   frame: FrameInput,
   prepare: Prepare = prepareFrame,
 ): Promise<void> {
+  const limits = { maxPixels: 100_000_000 };
+  if (prepare === prepareFrame) {
+    await inferFrame(runtime, frame, limits);
+    return;
+  }
   runtime.admit();
   let prepared;
   try {
-    prepared = await prepare(frame, runtime.manifest.input, { maxPixels: 100_000_000 });
+    prepared = await prepare(frame, runtime.manifest.input, limits);
   } catch (err) {
     runtime.cancel();
     throw err;

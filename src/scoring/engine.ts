@@ -4,16 +4,11 @@ import type { Config } from '../config.js';
 import { EdgeError, ErrorCodes } from '../errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { FrameStream } from './frame-stream.js';
-import {
-  ModelRuntime,
-  type InferredFrame,
-  type ModelInfo,
-  type RuntimeOptions,
-  type RuntimeRole,
-} from './model-runtime.js';
+import { ModelRuntime, type ModelInfo, type RuntimeOptions, type RuntimeRole } from './model-runtime.js';
 import type { FrameGeometry } from './geometry.js';
 import type { FramePrediction } from './prediction.js';
-import { prepareFrame, type FrameInput } from './preprocess.js';
+import type { FrameInput } from './preprocess.js';
+import { inferFrame } from './infer-frame.js';
 import { scoreBoard, type BoardResult, type RegionResult } from './board.js';
 import type { Region } from './regions.js';
 
@@ -318,16 +313,8 @@ export class ScoringEngine {
         depth: runtime.depth,
       });
     }
-    runtime.admit();
-    let prepared;
-    try {
-      prepared = await prepareFrame(frame, runtime.manifest.input, { maxPixels: this.config.maxFramePixels });
-    } catch (err) {
-      runtime.cancel();
-      throw err;
-    }
+    const { prepared, result } = await inferFrame(runtime, frame, { maxPixels: this.config.maxFramePixels });
     if (runtime.role === 'active') this.metrics.preprocessDuration.observe(prepared.preprocessMs / 1000);
-    const result: InferredFrame = await runtime.submit(prepared);
     const { manifest } = runtime;
     return {
       model: { name: manifest.name, version: manifest.version },

@@ -83,7 +83,8 @@ export class InferenceWorker {
   }
 
   async run(batch: Omit<RunRequest, 'type' | 'id'>): Promise<Extract<WorkerReply, { type: 'result' }>> {
-    const reply = await this.request({ type: 'run', id: this.nextId++, ...batch }, [batch.data]);
+    const transfer = [batch.data, batch.pngs?.bytes].filter((b) => b !== undefined);
+    const reply = await this.request({ type: 'run', id: this.nextId++, ...batch }, transfer);
     if (reply.type !== 'result')
       throw new EdgeError(ErrorCodes.INTERNAL, `unexpected worker reply ${reply.type}`);
     return reply;

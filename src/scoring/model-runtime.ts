@@ -4,13 +4,21 @@ import type { ScoringSettings } from '../config.js';
 import { EdgeError, ErrorCodes, isEdgeError } from '../errors.js';
 import { InferenceWorker } from './inference-worker.js';
 import type { ModelManifest } from './manifest.js';
-import type { FramePrediction } from './prediction.js';
-import type { PreparedFrame } from './preprocess.js';
+import type { DeferredFrame, PreparedFrame } from './preprocess.js';
 import type { FrameGeometry } from './geometry.js';
-import { blankFrame, type InputTensorData, type UprightRegion } from './tensor.js';
+import {
+  assembleBatch,
+  packPngs,
+  warmUpWorkers,
+  type BatchShape,
+  type CutJob,
+  type InferredFrame,
+  type Item,
+  type QueuedCut,
+} from './batches.js';
+import type { InputTensorData, UprightRegion } from './tensor.js';
 import type { SharedBoard, WorkerReply } from './worker-protocol.js';
 import {
-  checkWarmupOutput,
   loadRuntime,
   workerLoadOptions,
   type ModelInfo,
@@ -20,44 +28,7 @@ import {
 
 export type { ModelInfo, RuntimeOptions, RuntimeRole };
 
-/** One frame's share of an inference batch. */
-export interface InferredFrame {
-  prediction: FramePrediction;
-  queueMs: number;
-  inferenceMs: number;
-  postprocessMs: number;
-  batchSize: number;
-}
-
-interface Item {
-  data: InputTensorData;
-  frame: PreparedFrame;
-  enqueuedAt: number;
-  resolve: (r: InferredFrame) => void;
-  reject: (e: Error) => void;
-}
-
-/**
- * Upright regions of a shared board, queued to be cut and inferred as one batch by whichever worker
- * is free next (`submitCut`); the event loop may cut it itself instead (`claim`).
- */
-export interface CutJob {
-  readonly board: SharedBoard;
-  readonly regions: UprightRegion[];
-  readonly geometries: FrameGeometry[];
-  readonly enqueuedAt: number;
-  /** Each region's answer, in order, with its share of the cut (`preprocessMs`). */
-  readonly result: Promise<(InferredFrame & { preprocessMs: number })[]>;
-}
-
-interface QueuedCut extends CutJob {
-  resolve: (r: (InferredFrame & { preprocessMs: number })[]) => void;
-  reject: (e: Error) => void;
-  /** Set once the job went back to the queue because its worker died under it. */
-  retried: boolean;
-  /** The batch tensor, once the event loop cut the job itself (`cutHere`), and what that took. */
-  cut?: { batch: number; data: ArrayBuffer; ms: number };
-}
+export type { CutJob, InferredFrame };
 
 /** Regions in one cut job at most: enough to batch well, few enough to share a board's tail. */
 const CUT_BATCH = 16;
@@ -73,6 +44,12 @@ const CUT_BATCH = 16;
  * load. Small frames decoded in-line on the main thread are never "being decoded" when another
  * frame is queued, so they batch only by piling up while every worker is busy: a daemon that
  * keeps up answers them one by one, which is the lowest latency it can give.
+ *
+ * Queued ahead: while every worker runs a batch, one ready batch (a full batch of frames, or a
+ * cut job already cut) may wait on a worker's thread behind the one it runs, so the worker starts
+ * it the moment the first ends instead of once this thread, busy with requests, has heard of that
+ * and sent the next (docs/architecture.md, "The path of a frame"). Never more than one, and never
+ * a partial batch: that would trade batch size for nothing.
  */
 export class ModelRuntime {
   private readonly pending: Item[] = [];
@@ -80,8 +57,11 @@ export class ModelRuntime {
   /** Regions in `cuts`. */
   private cutRegions = 0;
   private readonly idle: InferenceWorker[] = [];
+  /** Batches sent to each worker and not yet answered: 1, or 2 with one queued ahead. */
+  private readonly sent = new Map<InferenceWorker, number>();
   private readonly workers: InferenceWorker[];
   private readonly frameSize: number;
+  private readonly shape: BatchShape;
   private admitted = 0;
   private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -99,6 +79,7 @@ export class ModelRuntime {
     this.workers = workers;
     this.idle.push(...workers);
     this.frameSize = frameDims.reduce((a, b) => a * b, 1);
+    this.shape = { spec: info.manifest.input, dims: frameDims, batchFor: (n) => this.batchFor(n) };
   }
 
   get manifest(): ModelManifest {
@@ -150,33 +131,8 @@ export class ModelRuntime {
 
   /** Runs blank frames through every worker at batch 1 and at the largest batch (for `load`). */
   async warmUp(runs: number): Promise<void> {
-    const spec = this.manifest.input;
-    const geometry = {
-      frameWidth: spec.width,
-      frameHeight: spec.height,
-      scaleX: 1,
-      scaleY: 1,
-      offsetX: 0,
-      offsetY: 0,
-    };
-    const sizes = [...new Set([1, this.info.maxBatchSize])];
     try {
-      for (const w of this.workers) {
-        for (let r = 0; r < runs; r++) {
-          for (const n of sizes) {
-            const frames = Array.from({ length: n }, () => blankFrame(spec));
-            const { batch, data } = this.assemble(frames);
-            const res = await w.run({
-              batch,
-              dims: this.frameDims,
-              data,
-              geometries: frames.map(() => geometry),
-            });
-            checkWarmupOutput(res.predictions);
-            this.msPerFrame = res.inferenceMs / batch;
-          }
-        }
-      }
+      this.msPerFrame = await warmUpWorkers(this.workers, this.shape, this.info.maxBatchSize, runs);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       throw new EdgeError(ErrorCodes.MODEL_WARMUP_FAILED, `warm-up inference failed: ${message}`, {
@@ -274,20 +230,50 @@ export class ModelRuntime {
 
   /** Queues an admitted, pre-processed frame and resolves with its prediction. */
   submit(frame: PreparedFrame): Promise<InferredFrame> {
+    return this.enqueue({ data: frame.data, frame }) as Promise<InferredFrame>;
+  }
+
+  /**
+   * Whether small PNGs are better left to the workers to decode into their batches (`submitPng`):
+   * on the CPU provider, where the event loop, not the model, sets the pace of small frames. On a
+   * GPU a worker's decode would hold the device idle, so the event loop keeps decoding them.
+   */
+  get decodesPngs(): boolean {
+    return this.info.executionProvider === 'cpu';
+  }
+
+  /**
+   * Queues an admitted small PNG (preprocess.ts, `deferSmallPng`) for the worker that runs its
+   * batch to decode straight into the batch tensor. Resolves with its prediction, or undefined when
+   * the worker's decoder does not take it after all: the caller then prepares it with sharp.
+   */
+  submitPng(frame: DeferredFrame): Promise<InferredFrame | undefined> {
+    return this.enqueue({ png: frame, frame });
+  }
+
+  private enqueue(item: Pick<Item, 'data' | 'png' | 'frame'>): Promise<InferredFrame | undefined> {
     this.admitted--;
     return new Promise((resolve, reject) => {
-      this.pending.push({ data: frame.data, frame, enqueuedAt: performance.now(), resolve, reject });
+      this.pending.push({ ...item, enqueuedAt: performance.now(), resolve, reject });
       this.pump();
     });
   }
 
   private pump(): void {
-    while (this.idle.length > 0 && (this.pending.length > 0 || this.cuts.length > 0)) {
+    while (this.pending.length > 0 || this.cuts.length > 0) {
       const max = this.info.maxBatchSize;
       // Frames and cut jobs are served oldest first.
       let frameFirst =
         this.pending.length > 0 &&
         (this.cuts.length === 0 || this.pending[0]!.enqueuedAt <= this.cuts[0]!.enqueuedAt);
+      if (this.idle.length === 0) {
+        const ready = frameFirst ? this.pending.length >= max : this.cuts[0]!.cut !== undefined;
+        const behind = ready ? this.workers.find((w) => !w.dead && this.sent.get(w) === 1) : undefined;
+        if (!behind) break;
+        if (frameFirst) this.dispatch(behind, this.pending.splice(0, max));
+        else this.dispatchCut(behind, this.cuts.shift()!);
+        continue;
+      }
       if (frameFirst) {
         const oldest = this.pending[0]!.enqueuedAt;
         const waited = performance.now() - oldest;
@@ -329,23 +315,29 @@ export class ModelRuntime {
     return this.info.dynamicBatch ? n : this.info.maxBatchSize;
   }
 
-  /** Copies frames into one batch tensor, zero-padded to a static batch size. */
-  private assemble(frames: InputTensorData[]): { batch: number; data: ArrayBuffer } {
-    const batch = this.batchFor(frames.length);
-    const float = this.manifest.input.dtype === 'float32';
-    const out = float ? new Float32Array(batch * this.frameSize) : new Uint8Array(batch * this.frameSize);
-    frames.forEach((f, i) => out.set(f, i * this.frameSize));
-    return { batch, data: out.buffer };
-  }
-
   private dispatch(worker: InferenceWorker, items: Item[]): void {
-    const { batch, data } = this.assemble(items.map((i) => i.data));
+    const pngs = packPngs(items.map((i) => i.png));
+    // Every frame a PNG: the worker decodes into a batch tensor it keeps, none is sent.
+    const { batch, data } =
+      pngs?.frames.length === items.length
+        ? { batch: this.batchFor(items.length), data: undefined }
+        : assembleBatch(
+            this.shape,
+            items.map((i) => i.data),
+          );
     const geometries = items.map((i) => i.frame.geometry);
     this.runOn(
       worker,
       items.map((i) => i.enqueuedAt),
-      () => worker.run({ batch, dims: this.frameDims, data, geometries }),
-      (answers) => items.forEach((it, i) => it.resolve(answers[i]!)),
+      () => worker.run({ batch, dims: this.frameDims, data, geometries, pngs }),
+      (answers, res) => {
+        const pngMs = new Map(pngs?.frames.map((f, k) => [f.index, res.pngMs?.[k]]));
+        items.forEach((it, i) => {
+          if (!pngMs.has(i)) return it.resolve(answers[i]);
+          const ms = pngMs.get(i);
+          it.resolve(typeof ms === 'number' ? { ...answers[i]!, preprocessMs: ms } : undefined);
+        });
+      },
       (e) => {
         for (const it of items) it.reject(e);
       },
@@ -371,7 +363,7 @@ export class ModelRuntime {
               geometries: job.geometries,
             }),
       (answers, res) =>
-        job.resolve(answers.map((a) => ({ ...a, preprocessMs: (cut?.ms ?? res.cutMs ?? 0) / n }))),
+        job.resolve(answers.map((a) => ({ ...a, preprocessMs: (cut?.ms ?? res.prepareMs ?? 0) / n }))),
       (e) => {
         // A batch cut here was transferred to the worker and is gone with it.
         if (worker.dead && !cut && !job.retried && !this.closing && this.workers.some((w) => !w.dead)) {
@@ -396,20 +388,21 @@ export class ModelRuntime {
     done: (answers: InferredFrame[], res: Extract<WorkerReply, { type: 'result' }>) => void,
     failed: (e: EdgeError) => void,
   ): void {
-    const now = performance.now();
     const { metrics } = this.opts;
     const frames = enqueuedAt.length;
     this.inFlight++;
+    this.sent.set(worker, (this.sent.get(worker) ?? 0) + 1);
     const role = { role: this.role };
     const answering = this.role === 'active';
-    if (answering) {
-      metrics.batchSize.observe(frames);
-      for (const t of enqueuedAt) metrics.queueDuration.observe((now - t) / 1000);
-    }
+    if (answering) metrics.batchSize.observe(frames);
     start()
       .then(
         (res) => {
+          // Queued is all but the worker's own work: waiting here, behind a batch on the worker's
+          // thread, and the messages there and back.
+          const began = performance.now() - res.inferenceMs - res.postprocessMs - (res.prepareMs ?? 0);
           if (answering) {
+            for (const t of enqueuedAt) metrics.queueDuration.observe(Math.max(0, began - t) / 1000);
             metrics.inferenceDuration.observe(res.inferenceMs / 1000);
             metrics.postprocessDuration.observe(res.postprocessMs / 1000);
           }
@@ -418,7 +411,7 @@ export class ModelRuntime {
           this.msPerFrame = 0.8 * this.msPerFrame + (0.2 * res.inferenceMs) / frames;
           const answers = enqueuedAt.map((t, i) => ({
             prediction: res.predictions[i]!,
-            queueMs: now - t,
+            queueMs: Math.max(0, began - t),
             inferenceMs: res.inferenceMs,
             postprocessMs: res.postprocessMs,
             batchSize: frames,
@@ -432,8 +425,11 @@ export class ModelRuntime {
       )
       .finally(() => {
         this.inFlight--;
+        const left = this.sent.get(worker)! - 1;
+        if (left > 0) this.sent.set(worker, left);
+        else this.sent.delete(worker);
         if (worker.dead) this.replace(worker);
-        else this.idle.push(worker);
+        else if (left === 0) this.idle.push(worker);
         this.pump();
         if (
           this.inFlight === 0 &&

@@ -52,6 +52,15 @@ export function pngSize(body: Buffer): { width: number; height: number } | undef
   return { width, height };
 }
 
+/** The size, when the header names a PNG of the kind {@link decodeSmallPng} takes, at a size it takes. */
+export function smallPngSize(body: Buffer): { width: number; height: number } | undefined {
+  const size = pngSize(body);
+  if (!size || size.width * size.height > SMALL_PNG_MAX_PIXELS) return undefined;
+  const [depth, colour, , , interlace] = body.subarray(24, 29);
+  const taken = depth === 8 && (colour === 0 || colour === 2 || colour === 3) && interlace === 0;
+  return taken ? size : undefined;
+}
+
 export function decodeSmallPng(body: Buffer): PixelSource | undefined {
   if (body.length < 8 + 25 + 12 || !isPng(body)) return undefined;
   let at = 8;

@@ -4,7 +4,7 @@ import { EdgeError, ErrorCodes } from '../errors.js';
 import { readBmp } from './bmp.js';
 import { jpegSize } from './jpeg-header.js';
 import type { InputSpec } from './manifest.js';
-import { decodeSmallPng, isPng, pngSize } from './png-small.js';
+import { decodeSmallPng, isPng, pngSize, smallPngSize } from './png-small.js';
 import { geometryFor, type FrameGeometry } from './geometry.js';
 import { decodeRaw } from './pixel-formats/index.js';
 import type { PixelSource, Placement } from './resample.js';
@@ -48,6 +48,18 @@ export interface PreparedFrame {
   /** One frame in the model's layout and dtype, without the batch dimension. */
   data: InputTensorData;
   geometry: FrameGeometry;
+  preprocessMs: number;
+}
+
+/**
+ * A small PNG left whole for the inference worker, which decodes it straight into its slot of the
+ * batch tensor (docs/architecture.md, "The path of a frame"): here only its header is read.
+ */
+export interface DeferredFrame {
+  png: Buffer;
+  placement: Placement;
+  geometry: FrameGeometry;
+  /** Reading the header; the worker adds its decode. */
   preprocessMs: number;
 }
 
@@ -179,6 +191,33 @@ function openRaw(body: Buffer, raw: RawFrameInfo | undefined, limits: Preprocess
  * 65,536 pixels that need no libvips (raw, BMP, plain PNG) are decoded and resized here, where
  * they cost a fraction of a pipeline's set-up (bench/README.md, "Decoding").
  */
+/**
+ * The frame as a {@link DeferredFrame} when it is a PNG the in-memory path takes by its header
+ * (8-bit grey, RGB or palette, not interlaced, up to 65,536 pixels: scoring/png-small.ts); otherwise
+ * undefined, and the caller prepares it with {@link prepareFrame}. A body the worker's decoder
+ * then refuses after all (a chunk it does not know, a bad CRC) comes back to `prepareFrame`, which
+ * gives it to sharp: decoded or refused as before.
+ */
+export function deferSmallPng(
+  frame: FrameInput,
+  spec: InputSpec,
+  limits: PreprocessLimits,
+): DeferredFrame | undefined {
+  const started = performance.now();
+  const { body } = frame;
+  const size = frame.mediaType === 'application/octet-stream' ? undefined : smallPngSize(body);
+  if (!size || size.width * size.height > limits.maxPixels) return undefined;
+  const { width, height } = size;
+  const g = geometryFor(spec.resize, width, height, spec.width, spec.height);
+  const { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY } = g;
+  return {
+    png: body,
+    placement: g,
+    geometry: { frameWidth, frameHeight, scaleX, scaleY, offsetX, offsetY },
+    preprocessMs: performance.now() - started,
+  };
+}
+
 export async function prepareFrame(
   frame: FrameInput,
   spec: InputSpec,

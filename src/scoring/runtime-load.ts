@@ -7,7 +7,6 @@ import { InferenceWorker } from './inference-worker.js';
 import type { ModelManifest, PartialManifest } from './manifest.js';
 import { checkModel, readModelFile, type ModelFile } from './model-loader.js';
 import type { ModelRuntime } from './model-runtime.js';
-import type { FramePrediction } from './prediction.js';
 import type { LoadRequest, LoadedModel, ProviderAttempt, ValueInfo } from './worker-protocol.js';
 
 /**
@@ -166,17 +165,4 @@ function runtimeInfo(
     loadedAt: new Date().toISOString(),
     loadMs: performance.now() - started,
   };
-}
-
-/** Throws if a warm-up batch scored anything that is not a finite number. */
-export function checkWarmupOutput(predictions: FramePrediction[]): void {
-  for (const p of predictions) {
-    for (const c of p.classification ?? []) {
-      if (!Number.isFinite(c.score)) throw new Error(`non-finite score for ${c.label}`);
-    }
-    for (const d of p.detections ?? []) {
-      if (!Number.isFinite(d.score)) throw new Error(`non-finite detection score for ${d.label}`);
-    }
-    if (p.anomaly && !Number.isFinite(p.anomaly.score)) throw new Error('non-finite anomaly score');
-  }
 }

@@ -2,6 +2,7 @@ import type { SerializedError } from '../errors.js';
 import type { InputSpec, ModelManifest } from './manifest.js';
 import type { BoardRaster, UprightRegion } from './tensor.js';
 import type { FrameGeometry } from './geometry.js';
+import type { Placement } from './resample.js';
 import type { FramePrediction } from './prediction.js';
 
 /** Messages between the engine (main thread) and its inference workers. */
@@ -23,9 +24,18 @@ export interface RunRequest {
   batch: number;
   /** Per-frame dims without the batch dimension. */
   dims: number[];
-  data: ArrayBuffer;
+  /** Frames prepared on the main thread, each at its index; absent when every frame is in `pngs`. */
+  data?: ArrayBuffer;
   /** One per real frame; padding frames have none and get no prediction. */
   geometries: FrameGeometry[];
+  /** Small PNGs the worker decodes, each into its index of the batch (preprocess.ts, deferSmallPng). */
+  pngs?: DeferredPngs;
+}
+
+export interface DeferredPngs {
+  /** The PNG bodies one after another, in the order of `frames`. */
+  bytes: ArrayBuffer;
+  frames: { index: number; length: number; placement: Placement }[];
 }
 
 /** Sets the manifest used to post-process; sent once the engine has resolved it. */
@@ -38,7 +48,7 @@ export interface ConfigureRequest {
 /**
  * Cuts upright regions of a board into one batch tensor (scoring/tensor.ts, regionTensor) and runs
  * it as a `run` would: the board's pixels are shared, not copied; the tensors never leave the
- * worker. Answered with a `result` whose `cutMs` is the time the cuts took.
+ * worker. Answered with a `result` whose `prepareMs` is the time the cuts took.
  */
 export interface CutRunRequest {
   type: 'cutRun';
@@ -86,8 +96,10 @@ export type WorkerReply =
       predictions: FramePrediction[];
       inferenceMs: number;
       postprocessMs: number;
-      /** For a `cutRun`: the time its regions took to cut. */
-      cutMs?: number;
+      /** What the worker did before inferring: cutting a `cutRun`'s regions, decoding a `run`'s PNGs. */
+      prepareMs?: number;
+      /** For a `run` with `pngs`, by position there: each one's decode, or null where it was refused. */
+      pngMs?: (number | null)[];
     }
   | { type: 'configured'; id: number }
   | { type: 'closed'; id: number }

@@ -14,7 +14,9 @@ import { EdgeError, ErrorCodes, serializeError } from '../errors.js';
 import type { OutputTensor } from './output-shape.js';
 import { ORIG_TARGET_SIZES, imageInputIndex, origTargetSizes } from './extra-inputs.js';
 import { Postprocessor } from './postprocess.js';
-import { regionTensor } from './tensor.js';
+import type { InputSpec } from './manifest.js';
+import { decodeSmallPng } from './png-small.js';
+import { regionTensor, smallFrameTensor } from './tensor.js';
 import type {
   CutRunRequest,
   LoadRequest,
@@ -33,6 +35,7 @@ let inputName = '';
 /** lyuwenyu RT-DETR: the graph also takes each frame's size (scoring/extra-inputs.ts). */
 let feedsTargetSizes = false;
 let inputType: 'float32' | 'uint8' = 'float32';
+let inputSpec: InputSpec | undefined;
 
 function reply(msg: WorkerReply, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(msg, transfer);
@@ -126,14 +129,17 @@ async function load(req: LoadRequest): Promise<LoadedModel> {
   return { provider, attempts, inputs, outputs };
 }
 
+type Result = Extract<WorkerReply, { type: 'result' }>;
+type Batch = Float32Array | Uint8Array;
+
 /** Runs one batch; `data` holds `batch` frames (padded to a static batch size when needed). */
-async function run(req: Omit<RunRequest, 'type'>): Promise<Extract<WorkerReply, { type: 'result' }>> {
-  const { batch, data, dims } = req;
+async function infer(req: Omit<RunRequest, 'type' | 'data' | 'pngs'>, data: Batch): Promise<Result> {
+  const { batch, dims } = req;
   if (!session || !postprocessor) throw new EdgeError(ErrorCodes.INTERNAL, 'worker has no session');
   const tensor =
-    inputType === 'float32'
-      ? new ort.Tensor('float32', new Float32Array(data), [batch, ...dims])
-      : new ort.Tensor('uint8', new Uint8Array(data), [batch, ...dims]);
+    data instanceof Float32Array
+      ? new ort.Tensor('float32', data, [batch, ...dims])
+      : new ort.Tensor('uint8', data, [batch, ...dims]);
   const t0 = performance.now();
   let results: ort.InferenceSession.ReturnType;
   try {
@@ -165,37 +171,62 @@ async function run(req: Omit<RunRequest, 'type'>): Promise<Extract<WorkerReply, 
   return { type: 'result', id: req.id, predictions, inferenceMs: t1 - t0, postprocessMs: t2 - t1 };
 }
 
-/**
- * The batch tensors cut jobs are cut into, by length, kept from job to job: the worker runs one
- * request at a time, and writing megabytes into fresh memory costs a page fault every 4 KiB
- * (bench/README.md, "Board layouts"). A board's jobs have one or two lengths.
- */
-const cutBatches = new Map<number, Float32Array | Uint8Array>();
+const asBatch = (data: ArrayBuffer): Batch =>
+  inputType === 'float32' ? new Float32Array(data) : new Uint8Array(data);
 
-function cutBatch(length: number): Float32Array | Uint8Array {
-  let batch = cutBatches.get(length);
+/**
+ * The batch tensors this worker fills itself (board regions, PNGs), by length, kept from batch to
+ * batch: the worker runs one request at a time, and writing megabytes into fresh memory costs a
+ * page fault every 4 KiB (bench/README.md, "Board layouts"). A batch's frames beyond `frames`
+ * (a static batch's padding) are zeroed, as in the runtime's own batches.
+ */
+const keptBatches = new Map<number, Batch>();
+
+function keptBatch(req: { batch: number; dims: number[] }, frames: number): Batch {
+  const size = req.dims.reduce((a, b) => a * b, 1);
+  const length = req.batch * size;
+  let batch = keptBatches.get(length);
   if (batch?.constructor !== (inputType === 'float32' ? Float32Array : Uint8Array)) {
-    if (cutBatches.size >= 4) cutBatches.clear();
+    if (keptBatches.size >= 4) keptBatches.clear();
     batch = inputType === 'float32' ? new Float32Array(length) : new Uint8Array(length);
-    cutBatches.set(length, batch);
+    keptBatches.set(length, batch);
   }
+  batch.fill(0, frames * size);
   return batch;
+}
+
+/** Runs a batch, first decoding its deferred PNGs into their places. */
+async function run(req: RunRequest): Promise<Result> {
+  const { pngs } = req;
+  if (!pngs) return infer(req, asBatch(req.data!));
+  const started = performance.now();
+  const data = req.data ? asBatch(req.data) : keptBatch(req, req.geometries.length);
+  const bytes = Buffer.from(pngs.bytes);
+  let at = 0;
+  const pngMs = pngs.frames.map(({ index, length, placement }) => {
+    const t = performance.now();
+    const pixels = decodeSmallPng(bytes.subarray(at, (at += length)));
+    // Refused (a chunk the decoder does not know, a bad CRC...): its slot is not anybody's answer,
+    // and the main thread gives the frame to sharp.
+    if (!pixels || !smallFrameTensor(pixels, placement, 'rgb', inputSpec!, { batch: data, index }))
+      return null;
+    return performance.now() - t;
+  });
+  const prepareMs = performance.now() - started;
+  return { ...(await infer(req, data)), prepareMs, pngMs };
 }
 
 /** Cuts a batch of upright board regions straight into one tensor and runs it. */
 async function cutRun(req: CutRunRequest): Promise<WorkerReply> {
   const started = performance.now();
   const board = { ...req.board, data: new Uint8Array(req.board.data) };
-  const size = req.dims.reduce((a, b) => a * b, 1);
-  const data = cutBatch(req.batch * size);
-  // A static batch's padding frames are zeros, as the runtime's own batches.
-  data.fill(0, req.regions.length * size);
+  const data = keptBatch(req, req.regions.length);
   req.regions.forEach((r, index) => {
     if (!regionTensor(board, r, req.spec, { batch: data, index }))
       throw new EdgeError(ErrorCodes.INTERNAL, 'region too large to cut in a worker');
   });
-  const cutMs = performance.now() - started;
-  return { ...(await run({ ...req, data: data.buffer as ArrayBuffer })), cutMs };
+  const prepareMs = performance.now() - started;
+  return { ...(await infer(req, data)), prepareMs };
 }
 
 /**
@@ -216,6 +247,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
         case 'configure':
           postprocessor = new Postprocessor(msg.manifest);
           inputType = msg.manifest.input.dtype;
+          inputSpec = msg.manifest.input;
           reply({ type: 'configured', id: msg.id });
           break;
         case 'run':
