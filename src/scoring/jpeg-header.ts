@@ -1,10 +1,10 @@
 /**
- * Width and height of a JPEG from its frame header (SOFn), read by walking the marker segments
+ * Width, height and colour components of a JPEG from its frame header (SOFn), read by walking the marker segments
  * without decoding anything: what sharp's metadata() would answer, for a few microseconds instead of
  * a second trip through libvips per frame. Undefined when the bytes do not lead to a frame header
  * (not a JPEG, truncated before it, a DNL-defined height): the caller then asks sharp.
  */
-export function jpegSize(body: Buffer): { width: number; height: number } | undefined {
+export function jpegSize(body: Buffer): { width: number; height: number; components: number } | undefined {
   if (body.length < 4 || body[0] !== 0xff || body[1] !== 0xd8 || body[2] !== 0xff) return undefined;
   let at = 2;
   while (at + 4 <= body.length) {
@@ -19,10 +19,12 @@ export function jpegSize(body: Buffer): { width: number; height: number } | unde
     if (length < 2) return undefined;
     const isSof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
     if (isSof) {
-      if (at + 7 > body.length) return undefined;
+      if (at + 8 > body.length) return undefined;
       const height = body.readUInt16BE(at + 3);
       const width = body.readUInt16BE(at + 5);
-      return width && height ? { width, height } : undefined;
+      // 1: grey; 3: YCbCr (or RGB); 4: CMYK or YCCK.
+      const components = body[at + 7]!;
+      return width && height ? { width, height, components } : undefined;
     }
     at += length;
   }

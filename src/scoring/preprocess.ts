@@ -95,6 +95,30 @@ const SHARP_OPTIONS = { failOn: 'warning', sequentialRead: true } as const;
 // reuse. Every frame is new, so nothing is ever reused: the cache would only hold memory.
 sharp.cache(false);
 
+const undecodable = (): EdgeError =>
+  new EdgeError(ErrorCodes.FRAME_UNDECODABLE, 'the frame could not be decoded (truncated or corrupt)');
+
+/** A small grey (one byte a pixel) or colour JPEG's pixels, decoded by libvips. */
+async function decodeSmallJpeg(
+  body: Buffer,
+  components: 1 | 3,
+  limits: PreprocessLimits,
+): Promise<PixelSource> {
+  let out: { data: Buffer; info: OutputInfo };
+  try {
+    let image = sharp(body, { ...SHARP_OPTIONS, limitInputPixels: limits.maxPixels });
+    // sharp would write a grey JPEG's pixels as sRGB, three equal bytes each.
+    if (components === 1) image = image.toColourspace('b-w');
+    out = await image.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  } catch {
+    throw undecodable();
+  }
+  const { width, height, channels } = out.info;
+  if (channels !== 1 && channels !== 3)
+    throw new EdgeError(ErrorCodes.INTERNAL, `a JPEG decoded to ${channels} channels`);
+  return { data: out.data, width, height, channels };
+}
+
 /** Opens the frame, checking format and size from its header before any decode. */
 async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<Source> {
   const { body } = frame;
@@ -120,11 +144,19 @@ async function openSource(frame: FrameInput, limits: PreprocessLimits): Promise<
   }
   // JPEG and PNG (nearly every frame) are sized from their header here, in microseconds, and
   // opened once; other formats ask libvips for the header first.
-  const header = jpegSize(body) ?? pngSize(body);
+  const jpeg = jpegSize(body);
+  const header = jpeg ?? pngSize(body);
   if (header) {
     const { width, height } = header;
     if (width * height > limits.maxPixels) throw tooLarge(width, height, limits.maxPixels);
     if (inMemory(width, height) && isPng(body)) return { png: body, width, height, order: 'rgb' };
+    if (inMemory(width, height) && (jpeg?.components === 1 || jpeg?.components === 3)) {
+      // A small grey or colour JPEG: libvips decodes it and the kernels resize it here, as a small
+      // PNG: a libvips resize pipeline costs more than such a frame's pixels. (A CMYK one goes to
+      // the pipeline, which converts its colours after the resize.)
+      const pixels = await decodeSmallJpeg(body, jpeg.components, limits);
+      return { pixels, width, height, order: 'rgb' };
+    }
     // sharp shrinks a JPEG on load (libjpeg's DCT scaling, 1/2 to 1/8) when the resize below is
     // its first operation on a fresh pipeline: keep it first.
     return {
@@ -255,10 +287,7 @@ export async function prepareFrame(
     pixels = await image.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (err) {
     if (err instanceof EdgeError) throw err;
-    throw new EdgeError(
-      ErrorCodes.FRAME_UNDECODABLE,
-      'the frame could not be decoded (truncated or corrupt)',
-    );
+    throw undecodable();
   }
   const { info } = pixels;
   if (info.width !== spec.width || info.height !== spec.height) {
