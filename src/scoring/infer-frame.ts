@@ -22,7 +22,7 @@ export async function inferFrame(
       const preprocessMs = deferred.preprocessMs + (result.preprocessMs ?? 0);
       return { prepared: { geometry: deferred.geometry, preprocessMs }, result };
     }
-    runtime.admit();
+    // Refused by the worker's decoder: still admitted, it goes to sharp.
   }
   let prepared;
   try {

@@ -245,7 +245,8 @@ export class ModelRuntime {
   /**
    * Queues an admitted small PNG (preprocess.ts, `deferSmallPng`) for the worker that runs its
    * batch to decode straight into the batch tensor. Resolves with its prediction, or undefined when
-   * the worker's decoder does not take it after all: the caller then prepares it with sharp.
+   * the worker's decoder does not take it after all: it is then admitted again, for the caller to
+   * prepare with sharp and `submit` (or `cancel`), so the runtime cannot drain under it.
    */
   submitPng(frame: DeferredFrame): Promise<InferredFrame | undefined> {
     return this.enqueue({ png: frame, frame });
@@ -335,7 +336,9 @@ export class ModelRuntime {
         items.forEach((it, i) => {
           if (!pngMs.has(i)) return it.resolve(answers[i]);
           const ms = pngMs.get(i);
-          it.resolve(typeof ms === 'number' ? { ...answers[i]!, preprocessMs: ms } : undefined);
+          if (typeof ms === 'number') return it.resolve({ ...answers[i]!, preprocessMs: ms });
+          this.admitted++;
+          it.resolve(undefined);
         });
       },
       (e) => {

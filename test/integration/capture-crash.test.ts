@@ -85,10 +85,14 @@ it('a daemon killed during captures and uploads restarts with nothing lost or ha
       names.map(async (n) => JSON.parse(await readFile(path.join(store, n), 'utf8')) as Sidecar),
     );
   };
+  // One upload at a time (docs/capture.md, "Upload"), each request delayed by the proxy:
+  // the wait allows for how many captures the killed daemon left, which depends on how fast it
+  // scored the frames posted before the kill.
+  const left = (await sidecars()).filter((s) => s.upload.state !== 'uploaded').length;
   await waitFor(
     async () => ((await sidecars()).every((s) => s.upload.state === 'uploaded') ? true : undefined),
     'every capture uploaded after the restart',
-    30_000,
+    30_000 + left * 3 * proxy.delayMs,
   );
   const all = await sidecars();
   expect(all.length).toBeGreaterThan(beforeRestart);
